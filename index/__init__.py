@@ -1,0 +1,29 @@
+"""notesrag's retrieval library: ingestion, the node tree, FAISS and BM25 indexes, retrieval.
+
+Plain Python, no web or CLI framework, usable from a notebook::
+
+    from index import ingest_sync, load_snapshot, get_embedder, Retriever
+    report = ingest_sync(["data/notes"], "var/index")
+    retriever = Retriever(load_snapshot("var/index"), get_embedder())
+    retriever.search("What is Huber loss?", k=5)
+"""
+
+from index.config import IndexConfig
+from index.embedder import Embedder, get_embedder
+from index.pipeline import IngestError, IngestReport, ingest, ingest_sync
+from index.retriever import MODES, Hit, Retriever
+from index.snapshot import (
+    Snapshot,
+    SnapshotError,
+    SnapshotMismatchError,
+    SnapshotNotFound,
+    current_path,
+    load_snapshot,
+)
+from index.tree import Node, NodeTree
+
+__all__ = [
+    "MODES", "Embedder", "Hit", "IndexConfig", "IngestError", "IngestReport", "Node", "NodeTree",
+    "Retriever", "Snapshot", "SnapshotError", "SnapshotMismatchError", "SnapshotNotFound",
+    "current_path", "get_embedder", "ingest", "ingest_sync", "load_snapshot",
+]

@@ -1,0 +1,105 @@
+"""Chunking: llama-index's HierarchicalNodeParser turned into our stable-id `Node`s.
+
+llama-index gives random ids and offsets relative to each parent; here every
+node gets an id derived from its content and an absolute character span in
+its source file, so re-ingesting an unchanged file yields the same nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llama_index.core import Document
+from llama_index.core.node_parser import HierarchicalNodeParser
+from llama_index.core.schema import BaseNode, NodeRelationship
+
+from index.documents import Section, SourceFile
+from index.tree import Node, node_id
+
+DEFAULT_CHUNK_SIZES = (2048, 512, 128)
+
+
+def check_chunk_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes:
+        raise ValueError("chunk sizes must not be empty")
+    if any(s < 16 for s in sizes):
+        raise ValueError(f"chunk sizes must be at least 16 tokens, got {list(sizes)}")
+    if any(a <= b for a, b in zip(sizes, sizes[1:], strict=False)):
+        raise ValueError(f"chunk sizes must be strictly decreasing, got {list(sizes)}")
+    return sizes
+
+
+class Chunker:
+    """Cuts the sections of one file into a hierarchy of nodes."""
+
+    def __init__(self, chunk_sizes: Sequence[int] = DEFAULT_CHUNK_SIZES, chunk_overlap: int = 20) -> None:
+        self.chunk_sizes = check_chunk_sizes(chunk_sizes)
+        if not 0 <= chunk_overlap < self.chunk_sizes[-1]:
+            raise ValueError(
+                f"chunk overlap must be in [0, {self.chunk_sizes[-1]}), got {chunk_overlap}"
+            )
+        self.chunk_overlap = chunk_overlap
+        self._parser = HierarchicalNodeParser.from_defaults(
+            chunk_sizes=list(self.chunk_sizes), chunk_overlap=chunk_overlap, include_metadata=False,
+            include_prev_next_rel=False,
+        )
+
+    def chunk(self, src: SourceFile, sections: Sequence[Section]) -> list[Node]:
+        """Nodes of every level for one file, parents before children."""
+        docs = [Document(text=s.text, id_=str(i)) for i, s in enumerate(sections)]
+        raw = self._parser.get_nodes_from_documents(docs)
+        by_raw = {n.node_id: n for n in raw}
+        levels = _levels(raw)
+        out: list[Node] = []
+        new_id: dict[str, str] = {}
+        abs_start: dict[str, int] = {}
+        # parents come before children in llama-index's output order (level by level)
+        for n in sorted(raw, key=lambda n: levels[n.node_id]):
+            sec = sections[int(n.ref_doc_id or 0)]
+            text = n.get_content()
+            parent_rel = n.relationships.get(NodeRelationship.PARENT)
+            if parent_rel is None:
+                base_text, base_start, parent = sec.text, sec.start, None
+            else:
+                praw = by_raw[parent_rel.node_id]  # type: ignore[union-attr]
+                base_text, base_start = praw.get_content(), abs_start[praw.node_id]
+                parent = new_id[praw.node_id]
+            hint = n.start_char_idx or 0
+            off = base_text.find(text, max(0, hint - 64))
+            if off < 0:
+                off = base_text.find(text)
+            if off < 0:  # the splitter changed the text: keep the hint, the text is what was indexed
+                off = hint
+            start = base_start + off
+            abs_start[n.node_id] = start
+            nid = node_id(src.path, levels[n.node_id], start, text)
+            new_id[n.node_id] = nid
+            out.append(Node(nid, levels[n.node_id], text, src.path, sec.heading_path, start,
+                            start + len(text), parent))
+        return _dedupe(out)
+
+
+def _levels(raw: Sequence[BaseNode]) -> dict[str, int]:
+    by_id = {n.node_id: n for n in raw}
+    memo: dict[str, int] = {}
+
+    def level(nid: str) -> int:
+        if nid not in memo:
+            rel = by_id[nid].relationships.get(NodeRelationship.PARENT)
+            memo[nid] = 0 if rel is None else level(rel.node_id) + 1  # type: ignore[union-attr]
+        return memo[nid]
+
+    return {nid: level(nid) for nid in by_id}
+
+
+def _dedupe(nodes: list[Node]) -> list[Node]:
+    """Identical chunks at the same place (a repeated section) would share an id: keep one."""
+    seen: set[str] = set()
+    kept: list[Node] = []
+    for n in nodes:
+        if n.id in seen or (n.parent is not None and n.parent not in seen):
+            continue
+        seen.add(n.id)
+        kept.append(n)
+    return kept

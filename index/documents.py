@@ -1,0 +1,203 @@
+"""Reading notes: discover files, decode them, and cut them into sections with heading paths.
+
+Each section is the text between two headings; its heading path is the chain of
+headings above it. Character offsets are offsets into the file's text (for
+HTML, into the text extracted from it), so a citation can point back at the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SUFFIXES: dict[str, str] = {
+    ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text",
+    ".rst": "rst", ".html": "html", ".htm": "html",
+}
+
+
+class SkipFile(Exception):
+    """A file that is not ingested; the message names the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    heading_path: tuple[str, ...]
+    text: str
+    start: int  # offset of `text` in the document text
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # as it is stored in the snapshot: absolute, resolved
+    text: str
+    sha256: str
+    size: int
+    kind: str
+
+
+def discover(paths: list[Path]) -> Iterator[Path]:
+    """Supported files under `paths` (files given directly are taken whatever their suffix).
+
+    Hidden files and folders are skipped, symlinked folders are not followed
+    twice (a symlink loop ends), and the order is stable.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    for root in paths:
+        if not root.exists():
+            raise FileNotFoundError(f"no such file or directory: {root}")
+        if root.is_file():
+            yield root
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            st = os.stat(dirpath)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                dirnames[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES:
+                    yield Path(dirpath) / name
+
+
+def read_source(path: Path, max_bytes: int) -> SourceFile:
+    """Read and decode one file; raises SkipFile with a reason a person can act on."""
+    try:
+        resolved = path.resolve(strict=True)
+        size = resolved.stat().st_size
+        if size > max_bytes:
+            raise SkipFile(f"larger than the size limit of {max_bytes} bytes ({size} bytes)")
+        if size == 0:
+            raise SkipFile("empty file")
+        data = path.read_bytes()
+    except SkipFile:
+        raise
+    except RuntimeError as e:  # Python < 3.13 reports a symlink loop this way
+        raise SkipFile(f"unreadable: {e}") from e
+    except OSError as e:
+        raise SkipFile(f"unreadable: {e.strerror or e}") from e
+    if len(data) > max_bytes:
+        raise SkipFile(f"larger than the size limit of {max_bytes} bytes")
+    if b"\0" in data[:8192]:
+        raise SkipFile("binary file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SkipFile(f"not UTF-8 (byte {e.start})") from e
+    if not text.strip():
+        raise SkipFile("empty file")
+    kind = SUFFIXES.get(path.suffix.lower(), "text")
+    if kind == "html":
+        text = html_to_text(text)
+    return SourceFile(str(resolved), text, hashlib.sha256(data).hexdigest(), len(data), kind)
+
+
+def sections(src: SourceFile) -> list[Section]:
+    """Cut a document into sections by its headings."""
+    if src.kind == "markdown":
+        return markdown_sections(src.text)
+    if src.kind == "rst":
+        return rst_sections(src.text)
+    if src.kind == "html":
+        return markdown_sections(src.text)  # html_to_text writes headings as Markdown
+    return [Section((), src.text, 0)] if src.text.strip() else []
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """ATX headings (`#` to `######`) outside code fences open sections."""
+    out: list[Section] = []
+    path: list[tuple[int, str]] = []
+    body_start = 0
+    pos = 0
+    in_fence = False
+
+    def close(end: int) -> None:
+        body = text[body_start:end]
+        if body.strip():
+            out.append(Section(tuple(h for _, h in path), body, body_start))
+
+    for line in text.splitlines(keepends=True):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        m = None if in_fence else _MD_HEADING.match(line.rstrip("\r\n"))
+        if m:
+            close(pos)
+            level = len(m.group(1))
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, m.group(2).strip()))
+            body_start = pos + len(line)
+        pos += len(line)
+    close(len(text))
+    return out
+
+
+_RST_ADORN = re.compile(r"^([=\-`:'\"~^_*+#<>.])\1{2,}\s*$")
+
+
+def rst_sections(text: str) -> list[Section]:
+    """reStructuredText titles: a line underlined (optionally overlined) by punctuation."""
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    styles: list[str] = []
+    path: list[tuple[int, str]] = []
+    out: list[Section] = []
+    body_start = 0
+    i = 0
+    while i < len(lines):
+        title = lines[i].strip()
+        under = lines[i + 1].rstrip("\r\n") if i + 1 < len(lines) else ""
+        m = _RST_ADORN.match(under)
+        if title and not _RST_ADORN.match(lines[i].rstrip("\r\n")) and m and len(under.strip()) >= len(title):
+            head_start = offsets[i]
+            if i > 0 and _RST_ADORN.match(lines[i - 1].rstrip("\r\n")):
+                head_start = offsets[i - 1]  # overline
+            body = text[body_start:head_start]
+            if body.strip():
+                out.append(Section(tuple(h for _, h in path), body, body_start))
+            style = m.group(1)
+            if style not in styles:
+                styles.append(style)
+            level = styles.index(style)
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, title))
+            body_start = offsets[i + 2]
+            i += 2
+            continue
+        i += 1
+    body = text[body_start:]
+    if body.strip():
+        out.append(Section(tuple(h for _, h in path), body, body_start))
+    return out
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML page, headings written as Markdown so they open sections."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "head"]):
+        tag.decompose()
+    for level in range(1, 7):
+        for h in soup.find_all(f"h{level}"):
+            title = " ".join(h.get_text(" ").split())
+            h.replace_with(f"\n\n{'#' * level} {title}\n\n")
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    for block in soup.find_all(["p", "li", "div", "pre", "tr", "section", "article", "blockquote"]):
+        block.insert_after("\n")
+    text = soup.get_text()
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

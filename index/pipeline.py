@@ -1,0 +1,402 @@
+"""The asyncio ingestion pipeline: discover -> read -> parse/chunk -> embed -> index -> snapshot.
+
+Stages are tasks joined by bounded queues. Reading, parsing and embedding run
+in worker threads (`asyncio.to_thread`), so the next file is parsed while the
+last batch is embedded, and the event loop of a server that runs an ingest
+stays free. Only the tree, the vector index and the sentence rows grow with
+the corpus; texts are dropped once a batch is embedded.
+
+Incremental by content: a file whose hash is unchanged keeps its nodes and
+vectors; a changed file is re-chunked and only chunks not already in the
+index are embedded; a file gone from an ingested root leaves every index; a
+file that cannot be read now keeps what the snapshot had of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from index.chunking import Chunker
+from index.config import IndexConfig
+from index.documents import SkipFile, SourceFile, discover, read_source, sections
+from index.embedder import Embedder, get_embedder
+from index.lexical import BM25Index
+from index.sentences import SentenceStore, split_sentences
+from index.snapshot import (
+    FileEntry,
+    Manifest,
+    Snapshot,
+    SnapshotError,
+    check_compatible,
+    current_path,
+    load_snapshot,
+    write_snapshot,
+)
+from index.tree import Node, NodeTree, vector_id
+from index.vectors import FaissIndex
+
+log = logging.getLogger("notesrag.ingest")
+
+_DONE = object()
+
+
+class IngestError(Exception):
+    """Ingestion stopped; the previous snapshot is untouched."""
+
+
+@dataclass
+class IngestReport:
+    files_seen: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    nodes: int = 0
+    leaves: int = 0
+    leaves_embedded: int = 0
+    leaves_reused: int = 0
+    sentences_embedded: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    stage: str = "starting"
+    seconds: float = 0.0
+    snapshot: str | None = None
+    index_kind: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files_new or self.files_changed or self.files_removed)
+
+    def summary(self) -> str:
+        if self.snapshot is not None and not self.changed:
+            head = f"nothing changed: {self.files_unchanged} files unchanged, 0 chunks embedded"
+        else:
+            head = (f"ingested {self.files_seen} files ({self.files_new} new, {self.files_changed} changed, "
+                    f"{self.files_unchanged} unchanged, {self.files_removed} removed); "
+                    f"embedded {self.leaves_embedded} chunks, reused {self.leaves_reused}")
+        rate = self.leaves_embedded / self.seconds if self.seconds else 0.0
+        tail = (f"; {self.nodes} nodes ({self.leaves} leaves, {self.index_kind}) in snapshot {self.snapshot}; "
+                f"{len(self.skipped)} skipped; {self.seconds:.1f}s ({rate:.0f} chunks/s)")
+        return head + tail
+
+    def as_dict(self) -> dict[str, object]:
+        d = {k: v for k, v in self.__dict__.items()}
+        d["summary"] = self.summary()
+        return d
+
+
+def embed_text(node: Node) -> str:
+    """What is embedded and indexed for a leaf: its heading path, then its text."""
+    if node.heading_path:
+        return " > ".join(node.heading_path) + "\n" + node.text
+    return node.text
+
+
+@contextlib.contextmanager
+def _locked(index_dir: Path) -> Iterator[None]:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+async def ingest(
+    paths: Sequence[str | Path],
+    index_dir: str | Path,
+    config: IndexConfig | None = None,
+    *,
+    embedder: Embedder | None = None,
+    strict: bool = False,
+    rebuild: bool = False,
+    progress: bool = False,
+    on_progress: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Ingest `paths` into the snapshot in `index_dir` and return what was done.
+
+    Raises FileNotFoundError for a missing path, IngestError for a bad file under
+    `strict`, SnapshotMismatchError when the existing snapshot was built with
+    another embedder (unless `rebuild`).
+    """
+    config = config or IndexConfig()
+    roots = [Path(p).resolve() for p in paths]
+    if not roots:
+        raise ValueError("no paths to ingest")
+    for r in roots:
+        if not r.exists():
+            raise FileNotFoundError(f"no such file or directory: {r}")
+    index_dir = Path(index_dir)
+    if embedder is None:
+        embedder = await asyncio.to_thread(get_embedder, config.model, config.device)
+    lock = _locked(index_dir)
+    await asyncio.to_thread(lock.__enter__)
+    try:
+        run = _Run(roots, index_dir, config, embedder, strict, rebuild, progress, on_progress)
+        return await run.go()
+    finally:
+        lock.__exit__(None, None, None)
+
+
+class _Run:
+    def __init__(self, roots: list[Path], index_dir: Path, config: IndexConfig, embedder: Embedder,
+                 strict: bool, rebuild: bool, progress: bool,
+                 on_progress: Callable[[IngestReport], None] | None) -> None:
+        self.roots, self.index_dir, self.config, self.embedder = roots, index_dir, config, embedder
+        self.strict, self.rebuild, self.progress, self.on_progress = strict, rebuild, progress, on_progress
+        self.report = IngestReport()
+        self.tree = NodeTree()
+        self.files: dict[str, FileEntry] = {}
+        self.new_rows: list[SentenceStore] = []
+        self.batch_size = config.batch_size or getattr(embedder, "default_batch_size", 32)
+        self.old: Snapshot | None = None
+        self._bar = None
+        self._t0 = time.perf_counter()
+
+    # -- orchestration --------------------------------------------------------------
+    async def go(self) -> IngestReport:
+        self.old = await asyncio.to_thread(self._load_old)
+        if self.old is not None:
+            self.vectors = self.old.vectors
+        else:
+            self.vectors = FaissIndex(self.embedder.dim, "flat", self.config.hnsw_threshold)
+        self.chunker = Chunker(self.config.chunk_sizes, self.config.chunk_overlap)
+        paths = await asyncio.to_thread(lambda: list(discover(self.roots)))
+        self.report.files_total = len(paths)
+        self._open_bar(len(paths))
+        try:
+            read_q: asyncio.Queue[object] = asyncio.Queue(self.config.queue_size)
+            parse_q: asyncio.Queue[object] = asyncio.Queue(self.config.queue_size)
+            embed_q: asyncio.Queue[object] = asyncio.Queue(self.config.queue_size)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._discover_stage(paths, read_q))
+                tg.create_task(self._read_stage(read_q, parse_q))
+                tg.create_task(self._parse_stage(parse_q, embed_q))
+                tg.create_task(self._embed_stage(embed_q))
+            self._carry_outside_roots()
+            self._set_stage("writing snapshot")
+            await asyncio.to_thread(self._finish)
+        except BaseExceptionGroup as eg:  # a failed stage cancels the others; raise its error
+            raise eg.exceptions[0] from None
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+        self.report.seconds = time.perf_counter() - self._t0
+        self._set_stage("done")
+        return self.report
+
+    def _load_old(self) -> Snapshot | None:
+        if self.rebuild or current_path(self.index_dir) is None:
+            return None
+        snap = load_snapshot(self.index_dir)
+        check_compatible(snap.manifest, self.embedder.model_name, self.embedder.dim, snap.path)
+        m = snap.manifest
+        if tuple(m.chunk_sizes) != self.config.chunk_sizes or m.chunk_overlap != self.config.chunk_overlap:
+            log.info("chunk sizes changed (%s -> %s): rebuilding", m.chunk_sizes, list(self.config.chunk_sizes))
+            return None
+        return snap
+
+    # -- stages ----------------------------------------------------------------------
+    async def _discover_stage(self, paths: list[Path], out: asyncio.Queue[object]) -> None:
+        for p in paths:
+            await out.put(p)
+        await out.put(_DONE)
+
+    async def _read_stage(self, inp: asyncio.Queue[object], out: asyncio.Queue[object]) -> None:
+        while (item := await inp.get()) is not _DONE:
+            assert isinstance(item, Path)
+            key = source_key(item)
+            self.report.files_seen += 1
+            try:
+                src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes)
+            except SkipFile as e:
+                self._skip(key, str(e))
+                continue
+            old_entry = self.old.manifest.files.get(src.path) if self.old else None
+            if old_entry is not None and old_entry.sha256 == src.sha256:
+                self.report.files_unchanged += 1
+                self._carry(src.path)
+                self._file_done()
+                continue
+            if old_entry is not None:
+                self.report.files_changed += 1
+            else:
+                self.report.files_new += 1
+            await out.put(src)
+        await out.put(_DONE)
+
+    async def _parse_stage(self, inp: asyncio.Queue[object], out: asyncio.Queue[object]) -> None:
+        batch: list[Node] = []
+        while (item := await inp.get()) is not _DONE:
+            assert isinstance(item, SourceFile)
+            src = item
+            nodes = await asyncio.to_thread(self.chunker.chunk, src, sections(src))
+            if self.tree.has_source(src.path):
+                self.tree.remove_source(src.path)  # the same file reached twice through two roots
+            self.tree.add(nodes)
+            self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes))
+            leaves = [n for n in nodes if self.tree.is_leaf(n.id)]
+            for leaf in leaves:
+                if self.old is not None and leaf.id in self.old.tree and self.old.tree.is_leaf(leaf.id):
+                    self.report.leaves_reused += 1
+                    continue
+                batch.append(leaf)
+                if len(batch) >= self.batch_size:
+                    await out.put(batch)
+                    batch = []
+            self._file_done()
+        if batch:
+            await out.put(batch)
+        await out.put(_DONE)
+
+    async def _embed_stage(self, inp: asyncio.Queue[object]) -> None:
+        while (item := await inp.get()) is not _DONE:
+            assert isinstance(item, list)
+            await asyncio.to_thread(self._embed_batch, item)
+            self.report.leaves_embedded += len(item)
+            self._tick()
+
+    # -- work done in threads ------------------------------------------------------------
+    def _embed_batch(self, leaves: list[Node]) -> None:
+        texts = [embed_text(n) for n in leaves]
+        owners: list[int] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        for n in leaves:
+            vid = vector_id(n.id)
+            for a, b in split_sentences(n.text):
+                owners.append(vid)
+                starts.append(n.start + a)
+                ends.append(n.start + b)
+                texts.append(n.text[a:b])
+        vecs = self.embedder.encode(texts, self.batch_size)
+        ids = np.array([vector_id(n.id) for n in leaves], dtype=np.int64)
+        self.vectors.add(ids, vecs[: len(leaves)])
+        self.new_rows.append(SentenceStore(np.array(owners, np.int64), np.array(starts, np.int64),
+                                           np.array(ends, np.int64), vecs[len(leaves):]))
+        self.report.sentences_embedded += len(owners)
+
+    def _finish(self) -> None:
+        old_tree = self.old.tree if self.old else None
+        old_sentences = self.old.sentences if self.old else SentenceStore.empty(self.embedder.dim)
+        if old_tree is not None:
+            gone = [vector_id(i) for i in old_tree.leaves() if i not in self.tree]
+            self.vectors.remove(np.array(gone, dtype=np.int64))
+        leaves = self.tree.leaves()
+        if len(self.tree) == 0:
+            raise IngestError("no ingestible files: nothing to index "
+                              f"({len(self.report.skipped)} skipped, {self.report.files_seen} seen)")
+        if self.old is not None and not self.report.changed:
+            self.report.snapshot = self.old.version
+            self._fill_counts()
+            return
+        self.vectors.maybe_upgrade()
+        kept = old_sentences.keep(np.array([vector_id(i) for i in leaves if old_tree and i in old_tree],
+                                           dtype=np.int64))
+        sentences = SentenceStore.concat([kept, *self.new_rows], self.embedder.dim)
+        order = np.argsort(sentences.leaf, kind="stable")
+        sentences = SentenceStore(sentences.leaf[order], sentences.start[order], sentences.end[order],
+                                  sentences.vectors[order])
+        lexical = BM25Index(list(leaves), [embed_text(self.tree[i]) for i in leaves])
+        manifest = Manifest(
+            model=self.embedder.model_name, dim=self.embedder.dim,
+            chunk_sizes=list(self.config.chunk_sizes), chunk_overlap=self.config.chunk_overlap,
+            files=dict(sorted(self.files.items())), skipped=dict(self.report.skipped),
+            index_kind=self.vectors.kind, nodes=len(self.tree), leaves=len(leaves), sentences=len(sentences),
+        )
+        if len(self.vectors) != len(leaves):
+            raise SnapshotError(f"index holds {len(self.vectors)} vectors for {len(leaves)} leaves")
+        path = write_snapshot(self.index_dir, manifest, self.tree, self.vectors, lexical, sentences)
+        self.report.snapshot = path.name
+        self._fill_counts()
+
+    def _fill_counts(self) -> None:
+        self.report.nodes = len(self.tree)
+        self.report.leaves = len(self.tree.leaves())
+        self.report.index_kind = self.vectors.kind
+
+    # -- carrying what the old snapshot had ---------------------------------------------
+    def _carry(self, source: str) -> None:
+        assert self.old is not None
+        ids = self.old.tree.of_source(source)
+        if self.tree.has_source(source) or not ids:
+            return
+        self.tree.add(self.old.tree[i] for i in ids)
+        self.files[source] = self.old.manifest.files[source]
+
+    def _carry_outside_roots(self) -> None:
+        """Files of the old snapshot outside the ingested roots stay; those inside and gone leave."""
+        if self.old is None:
+            return
+        for source in self.old.manifest.files:
+            if source in self.files:
+                continue
+            if any(_under(Path(source), r) for r in self.roots) and source not in self.report.skipped:
+                self.report.files_removed += 1
+                continue
+            self._carry(source)
+
+    def _skip(self, path: str, reason: str) -> None:
+        if self.strict:
+            raise IngestError(f"{path}: {reason}")
+        log.warning("skipped %s: %s", path, reason)
+        self.report.skipped[path] = reason
+        if self.old is not None and path in self.old.manifest.files:
+            self._carry(path)  # nothing already in the snapshot is lost
+        self._file_done()
+
+    # -- progress ----------------------------------------------------------------------------
+    def _open_bar(self, total: int) -> None:
+        self._set_stage("ingesting")
+        if self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="file", desc="ingest", dynamic_ncols=True)
+
+    def _file_done(self) -> None:
+        self.report.files_done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        self._tick()
+
+    def _tick(self) -> None:
+        if self._bar is not None:
+            secs = max(time.perf_counter() - self._t0, 1e-9)
+            self._bar.set_postfix(nodes=len(self.tree), embedded=self.report.leaves_embedded,
+                                  nodes_per_s=f"{len(self.tree) / secs:.0f}", refresh=False)
+        if self.on_progress is not None:
+            self.on_progress(self.report)
+
+    def _set_stage(self, stage: str) -> None:
+        self.report.stage = stage
+        if self.on_progress is not None:
+            self.on_progress(self.report)
+
+
+def source_key(path: Path) -> str:
+    """How a file is named in the snapshot: its resolved absolute path."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return str(path.absolute())
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def ingest_sync(paths: Sequence[str | Path], index_dir: str | Path, config: IndexConfig | None = None,
+                **kwargs: object) -> IngestReport:
+    """`ingest` for callers without an event loop (scripts, notebooks)."""
+    return asyncio.run(ingest(paths, index_dir, config, **kwargs))  # type: ignore[arg-type]

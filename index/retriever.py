@@ -1,0 +1,97 @@
+"""Retrieval: dense (FAISS) and BM25 top-k leaves, reciprocal rank fusion, auto-merge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from index.embedder import Embedder
+from index.fusion import RRF_K, rrf
+from index.merge import auto_merge
+from index.snapshot import Snapshot
+
+MODES = ("dense", "bm25", "hybrid")
+DEFAULT_MERGE_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    node_id: str
+    level: int
+    score: float
+    text: str
+    source: str
+    heading_path: tuple[str, ...]
+    start: int
+    end: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "node_id": self.node_id, "level": self.level, "score": self.score, "text": self.text,
+            "source": self.source, "heading_path": list(self.heading_path),
+            "start": self.start, "end": self.end,
+        }
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+class Retriever:
+    """Ranks the nodes of one snapshot for a question."""
+
+    def __init__(self, snapshot: Snapshot, embedder: Embedder, *,
+                 merge_threshold: float = DEFAULT_MERGE_THRESHOLD, rrf_k: int = RRF_K,
+                 min_candidates: int = 30) -> None:
+        snapshot.check_embedder(embedder.model_name, embedder.dim)
+        if not 0.0 < merge_threshold <= 1.0:
+            raise ValueError(f"merge threshold must be in (0, 1], got {merge_threshold}")
+        self.snapshot = snapshot
+        self.embedder = embedder
+        self.merge_threshold = merge_threshold
+        self.rrf_k = rrf_k
+        self.min_candidates = min_candidates
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        return self.embedder.encode(queries)
+
+    def rank(self, query: str, k: int = 5, mode: str = "hybrid", merge: bool = True,
+             query_vector: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """(node id, score) best first: leaves, or merged parents when `merge`."""
+        check_mode(mode)
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        n = max(k * 3, self.min_candidates)
+        tree = self.snapshot.tree
+        dense: list[tuple[str, float]] = []
+        lexical: list[tuple[str, float]] = []
+        if mode in ("dense", "hybrid"):
+            qv = self.embed_queries([query]) if query_vector is None else query_vector.reshape(1, -1)
+            scores, ids = self.snapshot.vectors.search(qv, n)
+            for s, vid in zip(scores[0], ids[0], strict=True):
+                nid = tree.by_vector_id(int(vid)) if vid >= 0 else None
+                if nid is not None:
+                    dense.append((nid, float(s)))
+        if mode in ("bm25", "hybrid"):
+            lexical = self.snapshot.lexical.search(query, n)
+        if mode == "dense":
+            ranked = dense
+        elif mode == "bm25":
+            ranked = lexical
+        else:
+            ranked = rrf([[i for i, _ in dense], [i for i, _ in lexical]], k=self.rrf_k)
+        if merge:
+            ranked = auto_merge(ranked, tree.parent, tree.children, self.merge_threshold)
+        return ranked[:k]
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", merge: bool = True,
+               query_vector: np.ndarray | None = None) -> list[Hit]:
+        tree = self.snapshot.tree
+        hits = []
+        for nid, score in self.rank(query, k, mode, merge, query_vector):
+            n = tree[nid]
+            hits.append(Hit(n.id, n.level, score, n.text, n.source, n.heading_path, n.start, n.end))
+        return hits

@@ -1,0 +1,247 @@
+"""Snapshots: everything a query needs, in one directory that is written aside and renamed into place.
+
+Layout of an index directory::
+
+    index_dir/
+      CURRENT                 name of the live snapshot (replaced atomically)
+      snap-<time>-<rand>/     manifest.json tree.json vectors.faiss bm25/ sentences.npz
+      .tmp-<pid>-<rand>/      a snapshot being written (never loaded)
+
+A snapshot is complete once it has been renamed from `.tmp-*`; `CURRENT` is
+switched only after that, by `os.replace`, so a reader sees the old snapshot
+or the new one and never a partial one, whenever the writer dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from index.lexical import BM25Index
+from index.sentences import SentenceStore
+from index.tree import NodeTree
+from index.vectors import FaissIndex
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+KEEP_SNAPSHOTS = 3
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be used."""
+
+
+class SnapshotNotFound(SnapshotError):
+    pass
+
+
+class SnapshotMismatchError(SnapshotError):
+    """The snapshot was built with another embedding model or dimension."""
+
+
+@dataclass
+class FileEntry:
+    sha256: str
+    size: int
+    nodes: int
+
+
+@dataclass
+class Manifest:
+    model: str
+    dim: int
+    chunk_sizes: list[int]
+    chunk_overlap: int
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    index_kind: str = "flat"
+    nodes: int = 0
+    leaves: int = 0
+    sentences: int = 0
+    created_at: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        d = json.loads(text)
+        if d.get("format_version") != FORMAT_VERSION:
+            raise SnapshotError(
+                f"snapshot format version {d.get('format_version')} is not supported "
+                f"(this build reads version {FORMAT_VERSION}); re-ingest to rebuild it"
+            )
+        d["files"] = {k: FileEntry(**v) for k, v in d.get("files", {}).items()}
+        return cls(**d)
+
+
+@dataclass
+class Snapshot:
+    path: Path
+    manifest: Manifest
+    tree: NodeTree
+    vectors: FaissIndex
+    lexical: BM25Index
+    sentences: SentenceStore
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    def check_embedder(self, model: str, dim: int) -> None:
+        check_compatible(self.manifest, model, dim, self.path)
+
+
+def check_compatible(manifest: Manifest, model: str, dim: int, where: Path | str) -> None:
+    if manifest.model != model or manifest.dim != dim:
+        raise SnapshotMismatchError(
+            f"snapshot {where} was built with model {manifest.model!r} (dim {manifest.dim}), "
+            f"but the configured embedder is {model!r} (dim {dim}); "
+            "configure the same model or re-ingest with --rebuild"
+        )
+
+
+def current_path(index_dir: Path) -> Path | None:
+    """The live snapshot directory, or None when there is none yet."""
+    index_dir = Path(index_dir)
+    try:
+        name = (index_dir / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        # a bare snapshot directory (copied out of an index dir) loads as it is
+        return index_dir if (index_dir / "manifest.json").exists() else None
+    if not name or "/" in name or name.startswith("."):
+        raise SnapshotError(f"{index_dir / CURRENT} names no valid snapshot: {name!r}")
+    path = index_dir / name
+    if not (path / "manifest.json").exists():
+        raise SnapshotError(f"{index_dir / CURRENT} names {name}, which holds no manifest.json")
+    return path
+
+
+def read_manifest(index_dir: Path) -> Manifest | None:
+    path = current_path(index_dir)
+    return None if path is None else Manifest.from_json((path / "manifest.json").read_text())
+
+
+def load_snapshot(index_dir: Path, model: str | None = None, dim: int | None = None) -> Snapshot:
+    """Load the live snapshot; with `model`/`dim` given, refuse one built with another embedder."""
+    path = current_path(Path(index_dir))
+    if path is None:
+        raise SnapshotNotFound(f"no index in {index_dir}: run `notesrag ingest PATH --index-dir {index_dir}`")
+    manifest = Manifest.from_json((path / "manifest.json").read_text())
+    if model is not None or dim is not None:
+        check_compatible(manifest, model or manifest.model, dim or manifest.dim, path)
+    tree = NodeTree.from_records(json.loads((path / "tree.json").read_text(encoding="utf-8")))
+    vectors = FaissIndex.load(path / "vectors.faiss")
+    lexical = BM25Index.load(path / "bm25")
+    sentences = SentenceStore.load(path / "sentences.npz")
+    return Snapshot(path, manifest, tree, vectors, lexical, sentences)
+
+
+def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors: FaissIndex,
+                   lexical: BM25Index, sentences: SentenceStore) -> Path:
+    """Write a complete snapshot aside, fsync it, rename it into place, then switch CURRENT."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    tmp = index_dir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        manifest.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        (tmp / "tree.json").write_text(json.dumps(tree.to_records(), ensure_ascii=False), encoding="utf-8")
+        vectors.save(tmp / "vectors.faiss")
+        lexical.save(tmp / "bm25")
+        sentences.save(tmp / "sentences.npz")
+        # the manifest last: a directory with a manifest is a finished one
+        (tmp / "manifest.json").write_text(manifest.to_json())
+        _fsync_tree(tmp)
+        final = index_dir / f"snap-{stamp}-{secrets.token_hex(4)}"
+        os.rename(tmp, final)
+        _fsync_dir(index_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = index_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    with open(pointer, "w") as f:
+        f.write(final.name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(pointer, index_dir / CURRENT)
+    _fsync_dir(index_dir)
+    prune(index_dir)
+    return final
+
+
+def prune(index_dir: Path, keep: int = KEEP_SNAPSHOTS) -> None:
+    """Remove old snapshots (keeping the newest `keep`, the live one always) and dead writers' temp dirs."""
+    live = current_path(index_dir)
+    snaps = sorted((p for p in index_dir.glob("snap-*") if p.is_dir()), key=_age)
+    for old in snaps[:-keep] if keep else snaps:
+        if live is None or old.resolve() != live.resolve():
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in index_dir.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for stale in index_dir.glob(f".{CURRENT}.*.tmp"):
+        with contextlib.suppress(ValueError, IndexError):
+            if not _alive(int(stale.name.split(".")[2])):
+                stale.unlink(missing_ok=True)
+
+
+def _age(path: Path) -> tuple[float, str]:
+    try:
+        return (path.stat().st_mtime, path.name)
+    except FileNotFoundError:
+        return (0.0, path.name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def manifest_dict(snapshot: Snapshot) -> dict[str, Any]:
+    """What the service reports about the snapshot it serves."""
+    m = snapshot.manifest
+    return {
+        "version": snapshot.version, "model": m.model, "dim": m.dim, "chunk_sizes": m.chunk_sizes,
+        "index_kind": snapshot.vectors.kind, "faiss_on_gpu": snapshot.vectors.on_gpu,
+        "files": len(m.files), "nodes": m.nodes, "leaves": m.leaves, "created_at": m.created_at,
+    }

@@ -1,0 +1,1 @@
+"""notesrag's HTTP service: FastAPI app, settings, QA engine, answerers, widget assets."""

@@ -1,0 +1,135 @@
+"""The `notesrag` command: thin over the `index` library, the service and the evaluation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Question answering over your notes.")
+
+IndexDir = Annotated[Path | None, typer.Option("--index-dir", help="snapshot directory [default: NOTESRAG_INDEX_DIR or var/index]")]
+
+
+def _index_dir(value: Path | None) -> Path:
+    from service.settings import get_settings
+
+    return value or get_settings().index_dir
+
+
+def _config(chunk_sizes: str | None = None):  # type: ignore[no-untyped-def]
+    from service.settings import get_settings
+
+    return get_settings().index_config(chunk_sizes)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders of notes")],
+    index_dir: IndexDir = None,
+    chunk_sizes: Annotated[str | None, typer.Option(help="comma-separated token sizes, largest first")] = None,
+    strict: Annotated[bool, typer.Option(help="fail on an unreadable, binary or non-UTF-8 file")] = False,
+    rebuild: Annotated[bool, typer.Option(help="ignore the existing snapshot and embed everything")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Ingest notes into the snapshot in --index-dir (incremental by content hash)."""
+    from index import IngestError, SnapshotError, ingest as run_ingest
+
+    for p in paths:
+        if not p.exists():
+            _fail(f"no such file or directory: {p}", 2)
+    try:
+        config = _config(chunk_sizes)
+    except ValueError as e:
+        _fail(str(e), 2)
+    try:
+        report = asyncio.run(run_ingest(paths, _index_dir(index_dir), config, strict=strict,
+                                        rebuild=rebuild, progress=progress))
+    except (IngestError, SnapshotError) as e:
+        _fail(str(e))
+    for path, reason in report.skipped.items():
+        typer.secho(f"warning: skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(report.summary())
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="the question")],
+    mode: Annotated[str, typer.Option(help="dense, bm25 or hybrid")] = "hybrid",
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="number of results")] = 5,
+    merge: Annotated[bool, typer.Option(help="auto-merge children into their parent")] = True,
+    index_dir: IndexDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Ranked passages for a question, without an answer."""
+    from index import MODES, Retriever, SnapshotError, get_embedder, load_snapshot
+    from service.settings import get_settings
+
+    if mode not in MODES:
+        _fail(f"mode must be one of {', '.join(MODES)}, got {mode!r}", 2)
+    settings = get_settings()
+    try:
+        snap = load_snapshot(_index_dir(index_dir))
+        retriever = Retriever(snap, get_embedder(settings.model, settings.device),
+                              merge_threshold=settings.merge_threshold)
+    except SnapshotError as e:
+        _fail(str(e))
+    hits = retriever.search(question, k=k, mode=mode, merge=merge)
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], indent=1, ensure_ascii=False))
+        return
+    for i, h in enumerate(hits, 1):
+        where = " > ".join(h.heading_path) or "-"
+        typer.secho(f"{i}. [{h.score:.4f}] {Path(h.source).name} :: {where}  (level {h.level}, "
+                    f"chars {h.start}-{h.end})", bold=True)
+        snippet = " ".join(h.text.split())
+        typer.echo(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [default: 8000]")] = None,
+    index_dir: IndexDir = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API; with no index yet, ingest the configured corpus first."""
+    from service.server import run_server
+
+    code = run_server(host=host, port=port, index_dir=index_dir, workers=workers)
+    raise typer.Exit(code)
+
+
+@app.command(name="eval", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def eval_command(ctx: typer.Context) -> None:
+    """Score retrieval and answers on a labelled question set (see `notesrag eval --help`)."""
+    # Imported here so the service never loads the evaluation stack (ragas and friends).
+    from eval.cli import main as eval_main
+
+    raise typer.Exit(eval_main(list(ctx.args)))
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("NOTESRAG_LOG_LEVEL", "WARNING"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()
