@@ -7,6 +7,7 @@ its source file, so re-ingesting an unchanged file yields the same nodes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from llama_index.core import Document
@@ -25,7 +26,7 @@ def check_chunk_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
         raise ValueError("chunk sizes must not be empty")
     if any(s < 16 for s in sizes):
         raise ValueError(f"chunk sizes must be at least 16 tokens, got {list(sizes)}")
-    if any(a <= b for a, b in zip(sizes, sizes[1:], strict=False)):
+    if any(a <= b for a, b in itertools.pairwise(sizes)):
         raise ValueError(f"chunk sizes must be strictly decreasing, got {list(sizes)}")
     return sizes
 
@@ -65,7 +66,7 @@ class Chunker:
                 praw = by_raw[parent_rel.node_id]  # type: ignore[union-attr]
                 base_text, base_start = praw.get_content(), abs_start[praw.node_id]
                 parent = new_id[praw.node_id]
-            hint = n.start_char_idx or 0
+            hint = getattr(n, "start_char_idx", None) or 0
             off = base_text.find(text, max(0, hint - 64))
             if off < 0:
                 off = base_text.find(text)

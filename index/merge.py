@@ -30,19 +30,34 @@ def auto_merge(
     while changed:
         changed = False
         groups: dict[str, list[str]] = {}
+        merged_away: set[str] = set()
         for nid in scores:
             p = parent_of(nid)
             if p is not None:
                 groups.setdefault(p, []).append(nid)
         for parent, kids in groups.items():
+            if parent in merged_away or any(k not in scores for k in kids):
+                continue  # this round already merged part of the group higher up
             if len(kids) / len(children_of(parent)) < threshold:
                 continue
-            best = max(kids, key=lambda c: (scores[c], -first_seen[c]))
+            # the parent stands for everything retrieved below it, not only its direct children
+            covered = [n for n in scores if n != parent and _below(n, parent, parent_of)]
+            best = max(covered, key=lambda c: (scores[c], -first_seen[c]))
             score = max(scores[best], scores.get(parent, float("-inf")))
-            pos = min(first_seen[c] for c in kids)
-            for c in kids:
+            pos = min(first_seen[c] for c in covered)
+            for c in covered:
                 del scores[c]
+                merged_away.add(c)
             scores[parent] = score
             first_seen[parent] = min(pos, first_seen.get(parent, pos))
             changed = True
     return sorted(scores.items(), key=lambda kv: (-kv[1], first_seen[kv[0]]))
+
+
+def _below(node: str, ancestor: str, parent_of: Callable[[str], str | None]) -> bool:
+    p = parent_of(node)
+    while p is not None:
+        if p == ancestor:
+            return True
+        p = parent_of(p)
+    return False

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -159,9 +160,9 @@ class _Run:
         self.tree = NodeTree()
         self.files: dict[str, FileEntry] = {}
         self.new_rows: list[SentenceStore] = []
-        self.batch_size = config.batch_size or getattr(embedder, "default_batch_size", 32)
+        self.batch_size: int = config.batch_size or int(getattr(embedder, "default_batch_size", 32))
         self.old: Snapshot | None = None
-        self._bar = None
+        self._bar: Any = None
         self._t0 = time.perf_counter()
 
     # -- orchestration --------------------------------------------------------------
@@ -214,9 +215,14 @@ class _Run:
         await out.put(_DONE)
 
     async def _read_stage(self, inp: asyncio.Queue[object], out: asyncio.Queue[object]) -> None:
+        seen: set[str] = set()
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, Path)
             key = source_key(item)
+            if key in seen:  # the same file reached through two roots (or a symlink)
+                self._file_done()
+                continue
+            seen.add(key)
             self.report.files_seen += 1
             try:
                 src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes)
@@ -242,8 +248,6 @@ class _Run:
             assert isinstance(item, SourceFile)
             src = item
             nodes = await asyncio.to_thread(self.chunker.chunk, src, sections(src))
-            if self.tree.has_source(src.path):
-                self.tree.remove_source(src.path)  # the same file reached twice through two roots
             self.tree.add(nodes)
             self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes))
             leaves = [n for n in nodes if self.tree.is_leaf(n.id)]

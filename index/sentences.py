@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class SentenceStore:
             if len(self.leaf):
                 change = np.flatnonzero(np.diff(self.leaf)) + 1
                 bounds = np.concatenate([[0], change, [len(self.leaf)]])
-                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                for lo, hi in itertools.pairwise(bounds):
                     rows[int(self.leaf[lo])] = (int(lo), int(hi))
             self._rows = rows
         return self._rows.get(leaf_vid, (0, 0))

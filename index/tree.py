@@ -37,8 +37,9 @@ def node_id(source: str, level: int, start: int, text: str) -> str:
 
 
 def vector_id(nid: str) -> int:
-    """The int64 id a leaf has in the FAISS id map: 63 bits of its node id."""
-    return int(nid[:16], 16) & 0x7FFF_FFFF_FFFF_FFFF
+    """The int64 id a leaf has in the FAISS id map: 63 bits of a hash of its node id."""
+    digest = hashlib.blake2b(nid.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class NodeTree:

@@ -9,7 +9,7 @@ there; what is saved is always the CPU index.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -114,7 +114,7 @@ class FaissIndex:
         return scores, ids
 
     def _prepare_search(self) -> faiss.Index:
-        index = self._index
+        index: faiss.Index = self._index
         if self.kind == "flat" and faiss.get_num_gpus() > 0:  # pragma: no cover - GPU hosts only
             index = faiss.index_cpu_to_all_gpus(self._index)
         self._search_index = index
@@ -125,10 +125,10 @@ class FaissIndex:
 
     @classmethod
     def load(cls, path: Path, hnsw_threshold: int = 100_000) -> FaissIndex:
-        raw = faiss.read_index(str(path))
+        raw: Any = faiss.read_index(str(path))
         if not isinstance(raw, faiss.IndexIDMap2):
             raw = faiss.downcast_index(raw)
-        inner = faiss.downcast_index(raw.index)
+        inner: Any = faiss.downcast_index(raw.index)
         kind = "hnsw" if isinstance(inner, faiss.IndexHNSWFlat) else "flat"
         if kind == "hnsw":
             inner.hnsw.efSearch = HNSW_EF_SEARCH

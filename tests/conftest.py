@@ -1,0 +1,45 @@
+"""Shared fixtures: the real packaged model and one index of data/notes per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTES = ROOT / "data" / "notes"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from index import get_embedder
+
+    return get_embedder()
+
+
+@pytest.fixture(scope="session")
+def notes_index(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:
+    """An index directory built from data/notes with the real model (built once)."""
+    from index import ingest_sync
+
+    index_dir = tmp_path_factory.mktemp("notes-index")
+    ingest_sync([NOTES], index_dir, embedder=embedder)
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def notes_snapshot(notes_index: Path):
+    from index import load_snapshot
+
+    return load_snapshot(notes_index)
+
+
+@pytest.fixture(scope="session")
+def notes_retriever(notes_snapshot, embedder):
+    from index import Retriever
+
+    return Retriever(notes_snapshot, embedder)

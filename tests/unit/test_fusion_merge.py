@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from index.fusion import rrf
+from index.merge import auto_merge
+
+# A hand-made tree:  P1 -> a, b, c ;  P2 -> d, e ;  R -> P1, P2
+PARENT = {"a": "P1", "b": "P1", "c": "P1", "d": "P2", "e": "P2", "P1": "R", "P2": "R", "R": None}
+CHILDREN = {"P1": ["a", "b", "c"], "P2": ["d", "e"], "R": ["P1", "P2"]}
+
+
+def merge(ranked, threshold):
+    return auto_merge(ranked, PARENT.get, lambda p: CHILDREN[p], threshold)
+
+
+def test_rrf_by_hand():
+    fused = rrf([["a", "b", "c"], ["b", "d"]], k=60)
+    scores = dict(fused)
+    assert scores["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert scores["a"] == pytest.approx(1 / 61)
+    assert scores["d"] == pytest.approx(1 / 62)
+    assert [k for k, _ in fused] == ["b", "a", "d", "c"]
+
+
+def test_rrf_weights_and_errors():
+    fused = dict(rrf([["a"], ["b"]], k=0, weights=[2.0, 1.0]))
+    assert fused == {"a": 2.0, "b": 1.0}
+    with pytest.raises(ValueError, match="2 weights for 1 rankings"):
+        rrf([["a"]], weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="rrf k must be >= 0"):
+        rrf([["a"]], k=-1)
+
+
+def test_merge_replaces_children_at_the_best_childs_place():
+    ranked = [("x", 0.9), ("a", 0.8), ("d", 0.5), ("b", 0.4)]
+    out = merge(ranked, threshold=0.6)  # 2 of 3 children of P1 -> merged; 1 of 2 of P2 -> not
+    assert out == [("x", 0.9), ("P1", 0.8), ("d", 0.5)]
+
+
+def test_merge_repeats_up_the_tree():
+    ranked = [("a", 0.9), ("b", 0.8), ("d", 0.7), ("e", 0.6)]
+    out = merge(ranked, threshold=0.6)  # P1 and P2 merge, then both children of R are there
+    assert out == [("R", 0.9)]
+
+
+def test_merge_keeps_children_below_threshold():
+    ranked = [("a", 0.9), ("d", 0.7)]
+    assert merge(ranked, threshold=0.6) == ranked
+
+
+def test_merge_threshold_checked():
+    with pytest.raises(ValueError, match=r"merge threshold must be in \(0, 1\], got 1.5"):
+        merge([("a", 1.0)], threshold=1.5)
+
+
+def test_merge_order_survives_when_scores_are_similarities():
+    """The llama-index bug: a parent must not jump ahead of better-scored hits."""
+    ranked = [("x", 0.95), ("y", 0.94), ("a", 0.2), ("b", 0.1), ("c", 0.05)]
+    out = merge(ranked, threshold=0.6)
+    assert out == [("x", 0.95), ("y", 0.94), ("P1", 0.2)]
+
+
+LEAVES = ["a", "b", "c", "d", "e"]
+
+
+@given(st.lists(st.sampled_from([*LEAVES, "x", "y"]), unique=True, min_size=1),
+       st.floats(min_value=0.05, max_value=1.0))
+def test_merge_properties(order, threshold):
+    ranked = [(k, 1.0 - i / 10) for i, k in enumerate(order)]
+    out = merge(ranked, threshold)
+    ids = [k for k, _ in out]
+    assert len(ids) == len(set(ids))
+    scores = [s for _, s in out]
+    assert scores == sorted(scores, reverse=True)
+    # every retrieved node is represented by itself or by one of its ancestors, exactly once
+    def ancestors(n):
+        while n is not None:
+            yield n
+            n = PARENT.get(n)
+    for k in order:
+        assert sum(1 for a in ancestors(k) if a in ids) == 1
+    # the best retrieved node keeps the top score
+    assert scores[0] == ranked[0][1]
+
+
+@given(st.lists(st.lists(st.integers(0, 20), unique=True, max_size=10), min_size=1, max_size=4))
+def test_rrf_properties(rankings):
+    fused = rrf(rankings)
+    keys = [k for k, _ in fused]
+    assert set(keys) == {x for r in rankings for x in r}
+    assert [s for _, s in fused] == sorted((s for _, s in fused), reverse=True)
+    if rankings[0] and all(r == rankings[0] for r in rankings):
+        assert keys == rankings[0]  # identical rankings fuse to the same ranking
