@@ -1,0 +1,1 @@
+"""Evaluation: labelled-set loaders, metrics, runner, report and CLI."""
