@@ -1,0 +1,63 @@
+"""`python -m bench` (or `make bench`): every benchmark, one report in bench/results/latest.md."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata as md
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
+PACKAGES = ("torch", "sentence-transformers", "faiss-cpu", "bm25s", "llama-index-core", "fastapi", "uvicorn")
+
+
+def machine() -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for p in PACKAGES:
+        try:
+            versions.append(f"{p} {md.version(p)}")
+        except md.PackageNotFoundError:
+            pass
+    return [f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            f"- CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}",
+            f"- {', '.join(versions)}"]
+
+
+SECTIONS = (
+    ("Level dictionary (bench.tree)", "bench.tree", {}),
+    ("Ingestion (bench.ingest)", "bench.ingest", {"sizes": [0.25, 1.0]}),
+    ("HTTP query load (bench.serve)", "bench.serve", {}),
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", help="comma-separated module names, e.g. bench.tree")
+    a = ap.parse_args()
+    out = ["# notesrag benchmarks", "", *machine(), ""]
+    for title, module, kwargs in SECTIONS:
+        if a.only and module not in a.only.split(","):
+            continue
+        mod = importlib.import_module(module)
+        t = time.perf_counter()
+        lines = mod.main(**kwargs)
+        out += [f"## {title}", "", *lines, "", f"({time.perf_counter() - t:.0f} s)", ""]
+        print("\n".join(out[-len(lines) - 4:]), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(out))
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Query load on the HTTP service, side by side with a plain llama-index retriever.
+
+Starts `notesrag serve` on loopback (its own process, default settings except
+the rate limit, which would refuse a load test), drives it with N concurrent
+httpx clients for a bounded number of `/v1/ask` requests per concurrency
+level, and reports p50/p95/p99 latency, requests/s and errors. In the same
+run, the same questions go through llama-index's `VectorStoreIndex` retriever
+in-process over the same leaf chunks with the same model, and through the
+raw encoder, for the ratios. Requests send `Cache-Control: no-cache` (every
+one does the full work) except in the row marked cached. The client runs on
+the same machine as the server, so both share its cores.
+
+    python -m bench.serve [--requests 300] [--concurrency 1,4,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    contender: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies_ms)
+        if not xs:
+            return float("nan")
+        return xs[min(len(xs) - 1, max(0, round(q / 100 * len(xs)) - 1))]
+
+
+def questions() -> list[str]:
+    lines = (ROOT / "data" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def start_server(index_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTESRAG_INDEX_DIR": str(index_dir), "NOTESRAG_RATE_LIMIT_PER_MINUTE": "0"}
+    env.pop("NOTESRAG_API_KEYS", None)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
+                                 "--port", str(port), "--index-dir", str(index_dir)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}")
+            try:
+                if (await c.get(url + "/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the server never became ready")
+
+
+async def load(url: str, qs: list[str], concurrency: int, total: int, cached: bool = False,
+               offset: int = 0) -> Row:
+    import httpx
+
+    headers = {} if cached else {"Cache-Control": "no-cache"}
+    latencies: list[float] = []
+    errors = 0
+    next_i = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(c: httpx.AsyncClient) -> None:
+        nonlocal next_i, errors
+        while next_i < total:
+            i = next_i
+            next_i += 1
+            t = time.perf_counter()
+            try:
+                r = await c.post("/v1/ask", json={"question": qs[(i + offset) % len(qs)]}, headers=headers)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append((time.perf_counter() - t) * 1e3)
+            errors += not ok
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c) for _ in range(concurrency)))
+        seconds = time.perf_counter() - t0
+    label = "notesrag /v1/ask (cached answers)" if cached else "notesrag /v1/ask over HTTP"
+    return Row(label, concurrency, total, errors, seconds, latencies)
+
+
+def in_process_baselines(index_dir: Path, qs: list[str], n: int) -> list[Row]:
+    """The raw encoder and a plain llama-index retriever, one question at a time, in this process."""
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    from bench.llama_adapter import adapter
+    from index import get_embedder, load_snapshot
+    from index.pipeline import embed_text
+
+    # the same thread counts as the server (Settings.torch_threads, faiss_threads), so the
+    # comparison is between pipelines, not between thread settings
+    from service.app import configure_threads
+    from service.settings import Settings
+
+    configure_threads(Settings(_env_file=None))  # type: ignore[call-arg]
+    emb = get_embedder()
+    snap = load_snapshot(index_dir)
+    nodes = [TextNode(text=embed_text(snap.tree[i]), id_=i) for i in snap.tree.leaves()]
+    retriever = VectorStoreIndex(nodes, embed_model=adapter(emb)).as_retriever(similarity_top_k=5)
+    rows = []
+    for label, fn in (("raw encoder, one question", lambda q: emb.encode([q])),
+                      ("llama-index VectorStoreIndex retriever, in-process", retriever.retrieve)):
+        for q in qs[:5]:
+            fn(q)  # warm up
+        lat = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            t = time.perf_counter()
+            fn(qs[i % len(qs)])
+            lat.append((time.perf_counter() - t) * 1e3)
+        rows.append(Row(label, 1, n, 0, time.perf_counter() - t0, lat))
+    return rows
+
+
+def table(rows: list[Row], baseline: Row, rss: tuple[float, float]) -> list[str]:
+    lines = ["| contender | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms "
+             "| req/s ÷ llama-index q/s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.contender} | {r.concurrency} | {r.requests} | {r.errors} | {r.rate:.1f} | "
+                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | {r.rate / baseline.rate:.2f} |")
+    lines.append("")
+    lines.append(f"server process RSS after the run: {rss[0]:.0f} MB (peak {rss[1]:.0f} MB)")
+    return lines
+
+
+async def run(levels: list[int], n: int, index_dir: Path | None) -> list[str]:
+    qs = questions()
+    with tempfile.TemporaryDirectory() as tmp:
+        if index_dir is None:
+            from index import ingest_sync
+
+            index_dir = Path(tmp) / "index"
+            ingest_sync([ROOT / "data" / "notes"], index_dir)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = Path(tmp) / "server.log"
+        proc = start_server(index_dir, port, log)
+        try:
+            await wait_ready(url, proc)
+            await load(url, qs, 4, 40)  # warm-up: threads, allocator, first batches
+            baselines = in_process_baselines(index_dir, qs, max(n, 100))
+            rows = []
+            for c in levels:
+                rows.append(await load(url, qs, c, n, offset=c))
+            rows.append(await load(url, qs, 16, n, cached=True))  # answers cached by the rows above
+            rss = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if any(r.errors for r in rows):
+            print(log.read_text()[-3000:], file=sys.stderr)
+    return table(rows + baselines, baselines[-1], rss)
+
+
+def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None) -> list[str]:
+    return asyncio.run(run(levels or [1, 4, 16, 64], n, index_dir))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
+    ap.add_argument("--concurrency", default="1,4,16,64")
+    ap.add_argument("--index-dir", type=Path, help="an existing index [default: build one from data/notes]")
+    a = ap.parse_args()
+    lines = main([int(c) for c in a.concurrency.split(",")], a.requests, a.index_dir)
+    print("\n".join(lines))
