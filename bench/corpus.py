@@ -20,7 +20,7 @@ def _stdlib_docs() -> Iterator[tuple[str, str]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 mod = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - platform-specific modules may not import
+        except Exception:
             continue
         parts = [f"# {name}\n\n{inspect.getdoc(mod) or ''}\n"]
         for attr, obj in sorted(vars(mod).items()):
