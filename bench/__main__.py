@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata as md
 import os
@@ -25,10 +26,8 @@ def machine() -> list[str]:
         pass
     versions = []
     for p in PACKAGES:
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             versions.append(f"{p} {md.version(p)}")
-        except md.PackageNotFoundError:
-            pass
     return [f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             f"- CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}",
             f"- {', '.join(versions)}"]

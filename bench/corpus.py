@@ -57,7 +57,7 @@ def build(directory: Path, target_bytes: int) -> tuple[int, int]:
             data = text.encode("utf-8")[: target_bytes - total].decode("utf-8", "ignore")
             if not data.strip():
                 continue
-            stem, dot, ext = name.rpartition(".")
+            stem, _dot, ext = name.rpartition(".")
             (directory / (f"{stem}-copy{copy}.{ext}" if copy else name)).write_text(data, encoding="utf-8")
             files += 1
             total += len(data.encode("utf-8"))
