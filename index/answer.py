@@ -18,14 +18,20 @@ import numpy as np
 from index.lexical import tokenize
 from index.retriever import Hit
 from index.snapshot import Snapshot
-from index.tree import vector_id
+from index.tree import Node, vector_id
 
 # Calibrated on data/questions.jsonl with `notesrag eval` (the abstain threshold that maximises
 # no-answer F1); see the README's quality table.
-DEFAULT_THRESHOLD = 0.40
+DEFAULT_THRESHOLD = 0.34
 NOT_FOUND = "The notes do not cover this question."
+# Sentence score = cosine + OVERLAP_WEIGHT * share of question terms it holds
+#                  + RANK_WEIGHT / (1 + rank of the hit it came from); tuned on data/questions.jsonl.
+OVERLAP_WEIGHT = 0.7
+RANK_WEIGHT = 0.05
 
 _MARKER = re.compile(r"\s*\[\d+\]")
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*$")
+_LABEL = re.compile(r"^([^:\n]{1,60}):\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,7 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     leaf: str
+    row: int
     start: int
     end: int
     cosine: float
@@ -91,19 +98,19 @@ def _candidates(question: str, qvec: np.ndarray, hits: list[Hit], snapshot: Snap
     idx = np.array([r[3] for r in rows])
     cos = store.vectors[idx].astype(np.float32) @ qvec.astype(np.float32).reshape(-1)
     out = []
-    for (leaf, a, b, _), c, rank in zip(rows, cos, ranks, strict=True):
+    for (leaf, a, b, row), c, rank in zip(rows, cos, ranks, strict=True):
         node = tree[leaf]
         text = node.text[a - node.start:b - node.start]
         terms = set(tokenize(text))
         overlap = len(q_terms & terms) / len(q_terms) if q_terms else 0.0
-        score = float(c) + 0.15 * overlap + 0.05 / (1 + rank)
-        out.append(_Candidate(leaf, a, b, float(c), score))
+        score = float(c) + OVERLAP_WEIGHT * overlap + RANK_WEIGHT / (1 + rank)
+        out.append(_Candidate(leaf, row, a, b, float(c), score))
     out.sort(key=lambda c: -c.score)
     return out
 
 
 def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], snapshot: Snapshot, *,
-                   max_sentences: int = 2, threshold: float | None = None, max_hits: int = 5) -> Answer:
+                   max_sentences: int = 2, threshold: float | None = None, max_hits: int = 3) -> Answer:
     """The best sentences of `hits` for `question`, with verified citations; or a no-answer."""
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be >= 1, got {max_sentences}")
@@ -113,12 +120,12 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
     if not cands or confidence < threshold:
         return Answer(NOT_FOUND, False, [], confidence)
     best = cands[0]
-    chosen = [best]
+    chosen = [_complete(best, snapshot)]
     for c in cands[1:]:
         if len(chosen) >= max_sentences:
             break
         # a second sentence only when it is nearly as good and adjacent to the first
-        if c.score >= best.score - 0.08 and c.leaf == best.leaf and abs(c.start - best.end) <= 3:
+        if c.score >= best.score - 0.08 and c.leaf == best.leaf and abs(c.start - chosen[0].end) <= 3:
             chosen.append(c)
     chosen.sort(key=lambda c: (c.leaf, c.start))
     citations: list[Citation] = []
@@ -132,7 +139,35 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
         n = len(citations) + 1
         citations.append(Citation(n, node.id, node.source, node.heading_path, c.start, c.end, quote,
                                   round(c.cosine, 4)))
-        parts.append(f"{quote} [{n}]")
+        parts.append(f"{' '.join(quote.split())} [{n}]")
     if not citations:
         return Answer(NOT_FOUND, False, [], confidence)
     return Answer(" ".join(parts), True, citations, confidence)
+
+
+def _complete(c: _Candidate, snapshot: Snapshot, max_items: int = 6) -> _Candidate:
+    """A question in the notes is answered by what follows it; a lead-in ending in ':' by its list."""
+    store, node = snapshot.sentences, snapshot.tree[c.leaf]
+    text = node.text[c.start - node.start:c.end - node.start]
+    _, hi = store.rows(vector_id(c.leaf))
+    if text.endswith("?") and c.row + 1 < hi:
+        nxt = c.row + 1
+        return _Candidate(c.leaf, nxt, int(store.start[nxt]), int(store.end[nxt]), c.cosine, c.score)
+    if text.endswith(":") and c.row + 1 < hi:
+        last = c.row
+        while last + 1 < min(hi, c.row + 1 + max_items) and _is_list_item(node, int(store.start[last + 1])):
+            last += 1
+        if last > c.row:
+            return _Candidate(c.leaf, c.row, c.start, int(store.end[last]), c.cosine, c.score)
+    label = _LABEL.match(text)
+    if label and len(label.group(1).split()) <= 6 and len(text[label.end():].split()) >= 3:
+        # "Huber Loss: uses L2 loss for ..." - the question names the term; the answer is the rest
+        return _Candidate(c.leaf, c.row, c.start + label.end(), c.end, c.cosine, c.score)
+    return c
+
+
+def _is_list_item(node: Node, start: int) -> bool:
+    """Whether the sentence at `start` (a source offset) opens a bulleted or numbered line."""
+    rel = start - node.start
+    line_start = node.text.rfind("\n", 0, rel) + 1
+    return bool(_BULLET.match(node.text[line_start:rel]))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-# A sentence ends at a line break, or at . ! ? followed by white space (not inside "e.g. x").
-_BREAK = re.compile(r"\n+|(?<=[.!?])[\"”’)]?\s+(?=[\"“(\[]?[A-Z0-9])")
+# A sentence ends at a line break (unless the next line carries on in lower case), or at
+# . ! ? followed by white space and a capital (not inside "e.g. x").
+_BREAK = re.compile(r"\n+(?![a-z])|(?<=[.!?])[\"”’)]?\s+(?=[\"“(\[]?[A-Z0-9])")
 _LEAD = re.compile(r"^[\s\-*•>#]+")
 _ABBREV = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "Fig.", "approx.")
 

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from index.answer import NOT_FOUND, extract_answer
+from index.sentences import split_sentences
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("One. Two three.", ["One.", "Two three."]),
+    ("- Use dropout\n- Use normalization", ["Use dropout", "Use normalization"]),
+    ("It is good, e.g. Adam. Then more.", ["It is good, e.g. Adam.", "Then more."]),
+    ("have io_uring\nand AIO to support it.", ["have io_uring\nand AIO to support it."]),
+    ("Key points:\n- a skip\n\n", ["Key points:", "a skip"]),
+    ("   \n- \n", []),
+])
+def test_split_sentences(text, expected):
+    assert [text[a:b] for a, b in split_sentences(text)] == expected
+
+
+def answer(retriever, question):
+    qv = retriever.embed_queries([question])[0]
+    return extract_answer(question, qv, retriever.search(question, k=5, query_vector=qv), retriever.snapshot)
+
+
+def test_huber_answer_is_cited_and_verified(notes_retriever):
+    a = answer(notes_retriever, "What is Huber loss?")
+    assert a.answerable
+    assert "uses L2 loss for small errors, L1 loss for large errors" in a.text
+    assert a.text.endswith("[1]") and "[" not in a.plain
+    c = a.citations[0]
+    assert c.heading_path[-1] == "Loss" and Path(c.source).name == "01-fundamentals-of-deep-learning.md"
+    assert Path(c.source).read_text(encoding="utf-8")[c.start:c.end] == c.quote
+    assert c.quote in notes_retriever.snapshot.tree[c.node_id].text
+
+
+def test_lead_in_line_brings_its_list(notes_retriever):
+    a = answer(notes_retriever, "Which loss components does BERT use?")
+    assert a.answerable
+    assert "BERT typically uses two loss components:" in a.text
+    for part in ("Masked Language Model (MLM)", "Next Sentence Prediction (NSP)"):
+        assert part in a.text
+    assert "GPT" not in a.text  # the list ends where the bullets end
+
+
+def test_off_topic_question_is_not_answered(notes_retriever):
+    a = answer(notes_retriever, "How do I bake sourdough bread at home?")
+    assert not a.answerable and a.text == NOT_FOUND and a.citations == []
+
+
+def test_threshold_and_arguments(notes_retriever):
+    q = "What is Huber loss?"
+    qv = notes_retriever.embed_queries([q])[0]
+    hits = notes_retriever.search(q, k=5, query_vector=qv)
+    snap = notes_retriever.snapshot
+    assert not extract_answer(q, qv, hits, snap, threshold=0.999).answerable
+    assert not extract_answer(q, qv, [], snap).answerable
+    with pytest.raises(ValueError, match="max_sentences must be >= 1, got 0"):
+        extract_answer(q, qv, hits, snap, max_sentences=0)
