@@ -13,6 +13,10 @@ from index.snapshot import Snapshot
 
 MODES = ("dense", "bm25", "hybrid")
 DEFAULT_MERGE_THRESHOLD = 0.5
+# Dense rankings are the stronger signal on paraphrased questions (MRR@10 0.878 against 0.824
+# for BM25 on data/questions.jsonl), so they weigh more in the fusion (hybrid+merge MRR@10
+# 0.922 -> 0.931 at RRF k=5).
+DENSE_WEIGHT = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ class Retriever:
 
     def __init__(self, snapshot: Snapshot, embedder: Embedder, *,
                  merge_threshold: float = DEFAULT_MERGE_THRESHOLD, rrf_k: int = RRF_K,
-                 min_candidates: int = 30) -> None:
+                 min_candidates: int = 30, dense_weight: float = DENSE_WEIGHT) -> None:
         snapshot.check_embedder(embedder.model_name, embedder.dim)
         if not 0.0 < merge_threshold <= 1.0:
             raise ValueError(f"merge threshold must be in (0, 1], got {merge_threshold}")
@@ -54,6 +58,9 @@ class Retriever:
         self.merge_threshold = merge_threshold
         self.rrf_k = rrf_k
         self.min_candidates = min_candidates
+        if dense_weight <= 0:
+            raise ValueError(f"dense weight must be positive, got {dense_weight}")
+        self.dense_weight = dense_weight
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         return self.embedder.encode(queries)
@@ -82,7 +89,8 @@ class Retriever:
         elif mode == "bm25":
             ranked = lexical
         else:
-            ranked = rrf([[i for i, _ in dense], [i for i, _ in lexical]], k=self.rrf_k)
+            ranked = rrf([[i for i, _ in dense], [i for i, _ in lexical]], k=self.rrf_k,
+                         weights=[self.dense_weight, 1.0])
         if merge:
             ranked = auto_merge(ranked, tree.parent, tree.children, self.merge_threshold)
         return ranked[:k]
