@@ -68,17 +68,29 @@ class Dataset:
 # --- our JSONL format ------------------------------------------------------------------
 
 
-def read_corpus_dir(directory: Path, suffixes: Iterable[str] = CORPUS_SUFFIXES) -> dict[str, str]:
-    """Texts of the corpus files under `directory`, keyed by path relative to it."""
+def read_corpus_dir(directory: Path, suffixes: Iterable[str] | None = None) -> dict[str, str]:
+    """Texts of the corpus files under `directory`, keyed by path relative to it.
+
+    By default every suffix the ingestion pipeline takes, read as it reads them (HTML as
+    its text), so evidence is checked against what the index will hold.
+    """
+    from index.config import MAX_FILE_BYTES
+    from index.documents import SUFFIXES, SkipFile, read_source
+
     directory = Path(directory)
     if not directory.is_dir():
         raise DatasetError(f"corpus directory not found: {directory}")
-    wanted = {s.lower() for s in suffixes}
-    texts = {
-        path.relative_to(directory).as_posix(): path.read_text(encoding="utf-8")
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.suffix.lower() in wanted
-    }
+    wanted = {s.lower() for s in (SUFFIXES if suffixes is None else suffixes)}
+    texts: dict[str, str] = {}
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in wanted:
+            continue
+        if any(part.startswith(".") for part in path.relative_to(directory).parts):
+            continue  # the pipeline skips hidden files and folders
+        try:
+            texts[path.relative_to(directory).as_posix()] = read_source(path, MAX_FILE_BYTES).text
+        except SkipFile:
+            continue  # the pipeline skips it too (empty, binary, not UTF-8)
     if not texts:
         raise DatasetError(f"no corpus files ({', '.join(sorted(wanted))}) in {directory}")
     return texts

@@ -1,0 +1,680 @@
+"""Run a labelled question set through retrieval and answering, and score each configuration.
+
+A configuration (`RunSpec`) is a retrieval mode, auto-merge on or off, chunk sizes and a
+merge threshold. `evaluate` asks a `Backend` for each question's ranking and answer, then
+scores them with `eval.metrics` (ranx for the ranking metrics) and, when given, a
+`RagasScorer`. Two backends: `LocalBackend` builds (or reuses) one index per chunk-size
+configuration in-process; `HttpBackend` asks a running service over HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from eval.datasets import Dataset, LabelledQuestion, read_corpus_mapping, write_corpus
+from eval.metrics import (
+    abstains,
+    best_abstain_threshold,
+    document_judgements,
+    evidence_judgements,
+    exact_match,
+    noanswer_scores,
+    ranking_metrics,
+    token_f1,
+)
+
+DEFAULT_MODES = ("dense", "bm25", "hybrid", "hybrid+merge")
+DEFAULT_CHUNK_SIZES = (2048, 512, 128)
+DEFAULT_MERGE_THRESHOLD = 0.5
+DEFAULT_ANSWER_K = 5  # passages the answerer reads, as the service's default top_k
+
+_MARKER = re.compile(r"\s*\[\d+\]")
+
+
+class EvalError(ValueError):
+    """Bad arguments or input for an evaluation; the message says what and where."""
+
+
+class ServiceError(RuntimeError):
+    """The service scored with `--url` failed or answered in an unexpected shape."""
+
+
+def strip_markers(text: str) -> str:
+    """An answer without its [n] citation markers."""
+    return _MARKER.sub("", text).strip()
+
+
+# --- configurations --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration to score."""
+
+    name: str
+    mode: str  # dense | bm25 | hybrid
+    merge: bool
+    chunk_sizes: tuple[int, ...] = DEFAULT_CHUNK_SIZES
+    merge_threshold: float = DEFAULT_MERGE_THRESHOLD
+
+    def config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode, "merge": self.merge,
+                               "chunk_sizes": list(self.chunk_sizes)}
+        if self.merge:
+            out["merge_threshold"] = self.merge_threshold
+        return out
+
+
+_RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+
+
+def parse_mode(name: str) -> tuple[str, bool]:
+    """'hybrid+merge' -> ('hybrid', True); 'bm25' -> ('bm25', False)."""
+    base, plus, rest = name.strip().partition("+")
+    if base not in _RETRIEVAL_MODES or (plus and rest != "merge"):
+        allowed = ", ".join([*_RETRIEVAL_MODES, *(f"{m}+merge" for m in _RETRIEVAL_MODES)])
+        raise EvalError(f"mode must be one of {allowed}, got {name.strip()!r}")
+    return base, bool(plus)
+
+
+def parse_modes(text: str) -> list[str]:
+    """Comma-separated mode names, checked, duplicates dropped."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise EvalError("--modes is empty")
+    for n in names:
+        parse_mode(n)
+    return list(dict.fromkeys(names))
+
+
+def parse_chunk_sizes(text: str) -> list[tuple[int, ...]]:
+    """'2048,512,128;512,128' -> [(2048, 512, 128), (512, 128)], each largest first."""
+    out: list[tuple[int, ...]] = []
+    for group in re.split(r"[;/ ]+", text.strip()):
+        if not group:
+            continue
+        try:
+            sizes = tuple(int(s) for s in group.split(",") if s.strip())
+        except ValueError:
+            raise EvalError(f"chunk sizes must be integers, got {group!r}") from None
+        if not sizes:
+            raise EvalError(f"empty chunk-size group in {text!r}")
+        if any(s < 16 for s in sizes) or any(a <= b for a, b in itertools.pairwise(sizes)):
+            raise EvalError(
+                f"chunk sizes must be at least 16 and strictly decreasing, got {list(sizes)}"
+            )
+        out.append(sizes)
+    if not out:
+        raise EvalError("--chunk-sizes is empty")
+    return list(dict.fromkeys(out))
+
+
+def parse_thresholds(text: str) -> list[float]:
+    """'0.5,0.3' -> [0.5, 0.3], each in (0, 1]."""
+    out: list[float] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise EvalError(f"merge threshold must be a number, got {part!r}") from None
+        if not 0.0 < value <= 1.0:
+            raise EvalError(f"merge threshold must be in (0, 1], got {value}")
+        out.append(value)
+    if not out:
+        raise EvalError("--merge-threshold is empty")
+    return list(dict.fromkeys(out))
+
+
+def build_specs(modes: Sequence[str], chunk_sizes: Sequence[tuple[int, ...]] = (DEFAULT_CHUNK_SIZES,),
+                merge_thresholds: Sequence[float] = (DEFAULT_MERGE_THRESHOLD,)) -> list[RunSpec]:
+    """Every mode for every chunk-size set; merging modes also for every merge threshold.
+
+    Names are the mode name, with the chunk sizes and threshold appended only when more
+    than one is being compared (so a default run is named 'hybrid+merge').
+    """
+    specs: list[RunSpec] = []
+    for sizes in chunk_sizes:
+        for name in modes:
+            mode, merge = parse_mode(name)
+            for threshold in merge_thresholds if merge else merge_thresholds[:1]:
+                label = name
+                if len(chunk_sizes) > 1:
+                    label += f" c={','.join(map(str, sizes))}"
+                if merge and len(merge_thresholds) > 1:
+                    label += f" t={threshold:g}"
+                specs.append(RunSpec(label, mode, merge, tuple(sizes), threshold))
+    return specs
+
+
+# --- what a backend returns ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ranked:
+    node_id: str
+    text: str
+    source: str
+
+
+@dataclass
+class Outcome:
+    """What the system did with one question in one configuration."""
+
+    qid: str
+    ranked: list[Ranked]  # best first, up to k
+    contexts: list[str]  # what the answerer read
+    answer: str  # without [n] markers; "" when it abstained
+    answerable: bool  # whether it answered
+    confidence: float | None
+    # The answer it gives whenever the threshold lets it answer: "" when it has nothing it
+    # could cite at any threshold, None when unknown (a service that abstained).
+    candidate: str | None
+    latency_s: float
+    context_tokens: int | None = None
+
+
+class Backend(Protocol):
+    """Answers questions for one configuration at a time."""
+
+    description: str
+
+    def prepare(self, specs: Sequence[RunSpec], questions: Sequence[LabelledQuestion]) -> None:
+        """Everything slow before the first question: indexes, query embeddings."""
+        ...
+
+    def run(self, spec: RunSpec, questions: Sequence[LabelledQuestion], k: int,
+            tick: Callable[[], None]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+# --- the in-process backend ------------------------------------------------------------
+
+
+def _index_code_hash() -> str:
+    # A snapshot cached under an older chunker or index format would silently score old
+    # code: the cache key includes the index package's source.
+    import index
+
+    h = hashlib.sha256()
+    for path in sorted(Path(index.__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def corpus_hash(directory: Path) -> str:
+    """A hash of every file under `directory`: names and contents."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+class IndexCache:
+    """Snapshots per (corpus, chunk sizes, model, index code), reused between runs.
+
+    With `root=None` everything lives in a temporary directory removed by `close`.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self._tmp = None if root is not None else tempfile.mkdtemp(prefix="notesrag-eval-")
+        self.root = Path(root) if root is not None else Path(self._tmp)  # type: ignore[arg-type]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._code = _index_code_hash()
+
+    def corpus_for(self, dataset: Dataset) -> tuple[Path, dict[str, str]]:
+        """The corpus directory to ingest and a map from resolved file path to document id.
+
+        Our JSONL sets name their corpus directory; BEIR and SQuAD sets are written out
+        once per content under the cache.
+        """
+        if dataset.corpus_dir is not None:
+            return dataset.corpus_dir.resolve(), {}
+        h = hashlib.sha256()
+        for doc_id in sorted(dataset.documents):
+            d = dataset.documents[doc_id]
+            h.update(json.dumps([doc_id, d.title, d.text]).encode())
+        directory = self.root / f"corpus-{h.hexdigest()[:16]}"
+        if not (directory / ".complete").exists():
+            if directory.exists():
+                shutil.rmtree(directory)
+            mapping = write_corpus(dataset, directory)
+            (directory / ".complete").write_text("")
+        else:
+            mapping = read_corpus_mapping(directory)
+        return directory.resolve(), {str(p.resolve()): d for p, d in mapping.items()}
+
+    def snapshot(self, corpus: Path, chunk_sizes: tuple[int, ...], embedder: Any,
+                 progress: bool = False) -> Any:
+        """The snapshot of `corpus` chunked at `chunk_sizes`, built when not cached."""
+        from index import IndexConfig, IngestError, SnapshotError, ingest_sync, load_snapshot
+
+        key = hashlib.sha256(json.dumps(
+            [str(corpus), corpus_hash(corpus), list(chunk_sizes), embedder.model_name,
+             embedder.dim, self._code]).encode()).hexdigest()[:16]
+        index_dir = self.root / f"index-{'-'.join(map(str, chunk_sizes))}-{key}"
+        config = IndexConfig(chunk_sizes=chunk_sizes)
+        # Ingestion is incremental: on a cached index it checks hashes and embeds nothing.
+        try:
+            report = ingest_sync([corpus], index_dir, config, embedder=embedder,
+                                 progress=progress)
+        except (IngestError, SnapshotError) as e:
+            raise EvalError(f"cannot build the index of {corpus}: {e}") from None
+        if report.skipped:
+            skipped = ", ".join(f"{p}: {r}" for p, r in list(report.skipped.items())[:3])
+            raise EvalError(f"corpus files could not be ingested ({skipped})")
+        return load_snapshot(index_dir)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class LocalBackend:
+    """Retrieval and extractive answers in this process, one index per chunk-size set."""
+
+    description = "in-process"
+
+    def __init__(self, dataset: Dataset, cache: IndexCache, embedder: Any = None, *,
+                 answer_k: int = DEFAULT_ANSWER_K, abstain_threshold: float | None = None,
+                 max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
+                 progress: bool = False) -> None:
+        from index import get_embedder
+
+        self.dataset = dataset
+        self.cache = cache
+        self.embedder = embedder if embedder is not None else get_embedder()
+        self.answer_k = answer_k
+        self.abstain_threshold = abstain_threshold
+        self.max_sentences = max_sentences
+        self.progress = progress
+        self._snapshots: dict[tuple[int, ...], Any] = dict(snapshots or {})
+        self._vectors: dict[str, Any] = {}
+        self.embed_s_per_question = 0.0
+        self.corpus, self.doc_of = cache.corpus_for(dataset)
+
+    def snapshot(self, chunk_sizes: tuple[int, ...]) -> Any:
+        if chunk_sizes not in self._snapshots:
+            self._snapshots[chunk_sizes] = self.cache.snapshot(
+                self.corpus, chunk_sizes, self.embedder, self.progress)
+        return self._snapshots[chunk_sizes]
+
+    def prepare(self, specs: Sequence[RunSpec], questions: Sequence[LabelledQuestion]) -> None:
+        for spec in specs:
+            self.snapshot(spec.chunk_sizes)
+        self._query_vectors(questions)
+
+    def _query_vectors(self, questions: Sequence[LabelledQuestion]) -> None:
+        missing = [q.question for q in questions if q.question not in self._vectors]
+        if missing:
+            start = time.perf_counter()
+            vectors = self.embedder.encode(missing)
+            self.embed_s_per_question = (time.perf_counter() - start) / len(missing)
+            self._vectors.update(zip(missing, vectors, strict=True))
+
+    def threshold(self) -> float:
+        import index.answer
+
+        # Read at call time, so a calibration script can patch the module's default.
+        return index.answer.DEFAULT_THRESHOLD if self.abstain_threshold is None \
+            else self.abstain_threshold
+
+    def run(self, spec: RunSpec, questions: Sequence[LabelledQuestion], k: int,
+            tick: Callable[[], None]) -> list[Outcome]:
+        from index import Retriever
+        from index.answer import extract_answer
+
+        snapshot = self.snapshot(spec.chunk_sizes)
+        retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold)
+        self._query_vectors(questions)
+        threshold = self.threshold()
+        count = getattr(self.embedder, "token_count", None)
+        out: list[Outcome] = []
+        for q in questions:
+            vector = self._vectors[q.question]
+            start = time.perf_counter()
+            hits = retriever.search(q.question, k=max(k, self.answer_k), mode=spec.mode,
+                                    merge=spec.merge, query_vector=vector)
+            passages = hits[: self.answer_k]
+            # Answer at no threshold, then apply it here: the same decision extract_answer
+            # makes, and the would-be answer is known for the threshold sweep.
+            # max_hits stays the answerer's default, as the service calls it.
+            raw = extract_answer(q.question, vector, passages, snapshot,
+                                 max_sentences=self.max_sentences, threshold=-math.inf)
+            latency = time.perf_counter() - start + self.embed_s_per_question
+            candidate = raw.plain if raw.answerable else None
+            answered = candidate is not None and not abstains(raw.confidence, threshold)
+            contexts = [h.text for h in passages]
+            out.append(Outcome(
+                qid=q.id,
+                ranked=[Ranked(h.node_id, h.text, h.source) for h in hits[:k]],
+                contexts=contexts,
+                answer=candidate if answered and candidate is not None else "",
+                answerable=answered,
+                confidence=raw.confidence,
+                candidate=candidate if candidate is not None else "",
+                latency_s=latency,
+                context_tokens=sum(count(c) if count else len(c.split()) for c in contexts),
+            ))
+            tick()
+        return out
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+# --- the HTTP backend ------------------------------------------------------------------
+
+
+class HttpBackend:
+    """Scores a running service: GET /v1/search for rankings, POST /v1/ask for answers."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, answer_k: int = DEFAULT_ANSWER_K,
+                 timeout_s: float = 60.0, client: Any = None,
+                 token_count: Callable[[str], int] | None = None) -> None:
+        import httpx
+
+        if not url.startswith(("http://", "https://")):
+            raise EvalError(f"--url must start with http:// or https://, got {url!r}")
+        headers = {"Cache-Control": "no-cache"}  # score the system, not its answer cache
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.description = url
+        self.answer_k = answer_k
+        self.token_count = token_count
+        self._client = client or httpx.Client(base_url=url.rstrip("/"), headers=headers,
+                                              timeout=timeout_s)
+
+    def _get_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        import httpx
+
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise ServiceError(f"{method} {self.description}{path}: {e}") from None
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise ServiceError(f"{method} {path} returned {response.status_code}: {message}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServiceError(f"{method} {path} did not return JSON") from None
+        if not isinstance(body, dict):
+            raise ServiceError(f"{method} {path} returned {type(body).__name__}, expected an object")
+        return body
+
+    def prepare(self, specs: Sequence[RunSpec], questions: Sequence[LabelledQuestion]) -> None:
+        pass
+
+    def run(self, spec: RunSpec, questions: Sequence[LabelledQuestion], k: int,
+            tick: Callable[[], None]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for q in questions:
+            start = time.perf_counter()
+            found = self._get_json("GET", "/v1/search", params={
+                "q": q.question, "k": k, "mode": spec.mode, "merge": str(spec.merge).lower()})
+            items = found.get("hits", found.get("results", []))
+            start = time.perf_counter()
+            asked = self._get_json("POST", "/v1/ask", json={
+                "question": q.question, "top_k": self.answer_k, "mode": spec.mode})
+            ask_s = time.perf_counter() - start
+            answered = bool(asked.get("answerable", False))
+            answer = strip_markers(str(asked.get("answer", ""))) if answered else ""
+            contexts = [str(c.get("text", "")) for c in asked.get("contexts", [])]
+            confidence = asked.get("confidence")
+            out.append(Outcome(
+                qid=q.id,
+                ranked=[Ranked(str(h.get("node_id", i)), str(h.get("text", "")),
+                               str(h.get("source", ""))) for i, h in enumerate(items)],
+                contexts=contexts,
+                answer=answer,
+                answerable=answered,
+                confidence=float(confidence) if isinstance(confidence, int | float) else None,
+                # An abstaining service does not say what it would have answered.
+                candidate=answer if answered else None,
+                # /v1/ask alone is what a user waits for; /v1/search is only for the metrics.
+                latency_s=ask_s,
+                context_tokens=sum(self.token_count(c) if self.token_count else len(c.split())
+                                   for c in contexts),
+            ))
+            tick()
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# --- scoring ---------------------------------------------------------------------------
+
+
+def _doc_id(source: str, doc_of: Mapping[str, str]) -> str:
+    if source in doc_of:
+        return doc_of[source]
+    return doc_of.get(Path(source).name, f"source:{source}")
+
+
+def judge(dataset: Dataset, question: LabelledQuestion, ranked: Sequence[Ranked],
+          doc_of: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
+    """(qrels, run) for one answerable question under the dataset's relevance rule."""
+    if dataset.relevance == "evidence":
+        return evidence_judgements([(r.node_id, r.text) for r in ranked], question.evidence)
+    return document_judgements([_doc_id(r.source, doc_of) for r in ranked], question.relevant_docs)
+
+
+def reference_contexts(dataset: Dataset, question: LabelledQuestion) -> list[str]:
+    """The evidence strings, or the relevant documents' texts."""
+    if dataset.relevance == "evidence":
+        return list(question.evidence)
+    return [dataset.documents[d].text for d in sorted(question.relevant_docs)
+            if d in dataset.documents]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    # Linear interpolation between closest ranks (numpy's default).
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _answer_scores(pairs: Sequence[tuple[str, str]]) -> dict[str, float | None]:
+    if not pairs:
+        return {"f1": None, "em": None}
+    return {"f1": statistics.fmean(token_f1(p, r) for p, r in pairs),
+            "em": statistics.fmean(exact_match(p, r) for p, r in pairs)}
+
+
+def score_outcomes(dataset: Dataset, outcomes: Sequence[Outcome], k: int,
+                   doc_of: Mapping[str, str] | None = None) -> dict[str, float | None]:
+    """Every non-ragas metric of one run. None marks a metric the set cannot give."""
+    doc_of = doc_of or {}
+    by_id = {q.id: q for q in dataset.questions}
+    questions = [by_id[o.qid] for o in outcomes]
+    metrics: dict[str, float | None] = {}
+
+    qrels: dict[str, dict[str, int]] = {}
+    run: dict[str, dict[str, float]] = {}
+    for q, o in zip(questions, outcomes, strict=True):
+        if q.answerable and (q.evidence or q.relevant_docs):
+            qrels[q.id], run[q.id] = judge(dataset, q, o.ranked, doc_of)
+    if qrels:
+        metrics |= ranking_metrics(qrels, run, k)
+    else:
+        metrics |= dict.fromkeys([f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "hit@1", f"hit@{k}"])
+
+    referenced = [(q, o) for q, o in zip(questions, outcomes, strict=True)
+                  if q.answerable and q.answer]
+    metrics |= _answer_scores([(o.answer, q.answer) for q, o in referenced])
+    answered = [(o.answer, q.answer) for q, o in referenced if o.answerable]
+    metrics["f1_answered"] = _answer_scores(answered)["f1"]
+    metrics["answered_rate"] = statistics.fmean(o.answerable for o in outcomes)
+
+    golds = [q.answerable for q in questions]
+    noanswer = noanswer_scores([o.answerable for o in outcomes], golds)
+    metrics |= noanswer
+    metrics |= _threshold_sweep(questions, outcomes, referenced)
+
+    tokens = [o.context_tokens for o in outcomes if o.context_tokens is not None]
+    metrics["context_tokens"] = statistics.fmean(tokens) if tokens else None
+    latencies = [o.latency_s * 1000 for o in outcomes]
+    metrics["latency_p50_ms"] = _percentile(latencies, 0.5)
+    metrics["latency_p95_ms"] = _percentile(latencies, 0.95)
+    return metrics
+
+
+def _threshold_sweep(questions: Sequence[LabelledQuestion], outcomes: Sequence[Outcome],
+                     referenced: Sequence[tuple[LabelledQuestion, Outcome]]
+                     ) -> dict[str, float | None]:
+    names = ["abstain_threshold", "noanswer_precision_at_best", "noanswer_recall_at_best",
+             "noanswer_f1_at_best", "f1_at_best", "em_at_best"]
+    out: dict[str, float | None] = dict.fromkeys(names)
+    confidences = [o.confidence for o in outcomes]
+    if all(q.answerable for q in questions) or any(c is None for c in confidences):
+        return out  # nothing to abstain on, or no confidence to sweep
+    scores = [float(c) for c in confidences if c is not None]
+    golds = [q.answerable for q in questions]
+    # An answer without a candidate (nothing citable) abstains at every threshold.
+    cant = [o.candidate == "" for o in outcomes]
+    best = best_abstain_threshold(scores, golds)
+    preds = [not c and not abstains(s, best) for s, c in zip(scores, cant, strict=True)]
+    sweep = noanswer_scores(preds, golds)
+    out["abstain_threshold"] = best
+    out["noanswer_precision_at_best"] = sweep["noanswer_precision"]
+    out["noanswer_recall_at_best"] = sweep["noanswer_recall"]
+    out["noanswer_f1_at_best"] = sweep["noanswer_f1"]
+    answered_at = {o.qid: p for o, p in zip(outcomes, preds, strict=True)}
+    pairs: list[tuple[str, str]] = []
+    for q, o in referenced:
+        if not answered_at[o.qid]:
+            pairs.append(("", q.answer))
+        elif o.candidate is None:
+            return out  # a service abstained where this threshold answers: answer unknown
+        else:
+            pairs.append((o.candidate, q.answer))
+    scores_at = _answer_scores(pairs)
+    out["f1_at_best"], out["em_at_best"] = scores_at["f1"], scores_at["em"]
+    return out
+
+
+# --- the whole evaluation --------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    metrics: dict[str, float | None]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    dataset: Dataset
+    k: int
+    source: str
+    runs: list[RunResult]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate(dataset: Dataset, specs: Sequence[RunSpec], backend: Backend, *, k: int = 10,
+             ragas: Any = None, progress: bool = False,
+             on_progress: Callable[[], None] | None = None) -> Evaluation:
+    """Score every configuration in `specs` on `dataset`; `ragas` is a `RagasScorer` or None."""
+    if k < 1:
+        raise EvalError(f"k must be a positive integer, got {k}")
+    if not dataset.questions:
+        raise EvalError(f"dataset {dataset.name!r} has no questions")
+    if not specs:
+        raise EvalError("no configuration to run")
+    started = time.perf_counter()
+    questions = list(dataset.questions)
+    backend.prepare(specs, questions)
+    bar = _bar(len(questions) * len(specs), progress)
+    doc_of = getattr(backend, "doc_of", None) or _doc_map_for_http(dataset)
+
+    def tick() -> None:
+        if bar is not None:
+            bar.update(1)
+        if on_progress is not None:
+            on_progress()
+
+    runs: list[RunResult] = []
+    try:
+        for spec in specs:
+            if bar is not None:
+                bar.set_description(spec.name)
+            outcomes = backend.run(spec, questions, k, tick)
+            metrics = score_outcomes(dataset, outcomes, k, doc_of)
+            if isinstance(backend, LocalBackend):
+                metrics["embed_ms_per_question"] = backend.embed_s_per_question * 1000
+            if ragas is not None:
+                metrics |= ragas.score(ragas_samples(dataset, questions, outcomes))
+            runs.append(RunResult(spec, metrics, outcomes))
+    finally:
+        if bar is not None:
+            bar.close()
+    notes = list(ragas.notes()) if ragas is not None else []
+    if isinstance(backend, HttpBackend):
+        notes.append("--url: answers come from POST /v1/ask, which always auto-merges; the "
+                     "ranking metrics come from GET /v1/search with the run's mode and merge.")
+    return Evaluation(dataset, k, backend.description, runs, notes,
+                      time.perf_counter() - started)
+
+
+def ragas_samples(dataset: Dataset, questions: Iterable[LabelledQuestion],
+                  outcomes: Sequence[Outcome]) -> list[Any]:
+    from eval.ragas_metrics import RagasSample
+
+    return [RagasSample(question=q.question, response=o.answer, contexts=o.contexts,
+                        reference=q.answer if q.answerable else "",
+                        reference_contexts=reference_contexts(dataset, q) if q.answerable else ())
+            for q, o in zip(questions, outcomes, strict=True)]
+
+
+def _doc_map_for_http(dataset: Dataset) -> dict[str, str]:
+    # A service that ingested the corpus `write_corpus` writes names files the same way:
+    # match a hit's source to a document by its file name.
+    if dataset.relevance != "document" or not dataset.documents:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        return {p.name: d for p, d in write_corpus(dataset, Path(tmp)).items()}
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="q", leave=False, dynamic_ncols=True)
+
+
+def outcome_rows(evaluation: Evaluation) -> Iterable[dict[str, Any]]:
+    """One JSON-ready row per question and run, for `per_question.jsonl` next to the report."""
+    for run in evaluation.runs:
+        for o in run.outcomes:
+            row = asdict(o)
+            row["ranked"] = [r["node_id"] for r in row["ranked"]]
+            row.pop("contexts")
+            yield {"run": run.spec.name, **row}
