@@ -11,7 +11,7 @@ from pathlib import Path
 import bm25s
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)  # "ResNet50" and "ResNet-50" both give resnet, 50
 
 
 @lru_cache(maxsize=1)
