@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-
-from llama_index.core import Document
-from llama_index.core.node_parser import HierarchicalNodeParser
-from llama_index.core.schema import BaseNode, NodeRelationship
+from typing import TYPE_CHECKING
 
 from index.documents import Section, SourceFile
 from index.tree import Node, node_id
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import BaseNode
 
 DEFAULT_CHUNK_SIZES = (2048, 512, 128)
 
@@ -41,6 +41,9 @@ class Chunker:
                 f"chunk overlap must be in [0, {self.chunk_sizes[-1]}), got {chunk_overlap}"
             )
         self.chunk_overlap = chunk_overlap
+        # imported here: a server that only loads snapshots never pays for llama-index (~60 MB)
+        from llama_index.core.node_parser import HierarchicalNodeParser
+
         self._parser = HierarchicalNodeParser.from_defaults(
             chunk_sizes=list(self.chunk_sizes), chunk_overlap=chunk_overlap, include_metadata=False,
             include_prev_next_rel=False,
@@ -48,6 +51,8 @@ class Chunker:
 
     def chunk(self, src: SourceFile, sections: Sequence[Section]) -> list[Node]:
         """Nodes of every level for one file, parents before children."""
+        from llama_index.core import Document
+        from llama_index.core.schema import NodeRelationship
         docs = [Document(text=s.text, id_=str(i)) for i, s in enumerate(sections)]
         raw = self._parser.get_nodes_from_documents(docs)
         by_raw = {n.node_id: n for n in raw}
@@ -82,6 +87,8 @@ class Chunker:
 
 
 def _levels(raw: Sequence[BaseNode]) -> dict[str, int]:
+    from llama_index.core.schema import NodeRelationship
+
     by_id = {n.node_id: n for n in raw}
     memo: dict[str, int] = {}
 

@@ -29,7 +29,7 @@ from index.sentences import SentenceStore
 from index.tree import NodeTree
 from index.vectors import FaissIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: vector ids hash the node id; sentences continue over lower-case lines
 CURRENT = "CURRENT"
 KEEP_SNAPSHOTS = 3
 

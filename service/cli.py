@@ -8,9 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from index.config import IndexConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -26,7 +29,7 @@ def _index_dir(value: Path | None) -> Path:
     return value or get_settings().index_dir
 
 
-def _config(chunk_sizes: str | None = None):  # type: ignore[no-untyped-def]
+def _config(chunk_sizes: str | None = None) -> IndexConfig:
     from service.settings import get_settings
 
     return get_settings().index_config(chunk_sizes)
@@ -47,7 +50,8 @@ def ingest(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Ingest notes into the snapshot in --index-dir (incremental by content hash)."""
-    from index import IngestError, SnapshotError, ingest as run_ingest
+    from index import IngestError, SnapshotError
+    from index import ingest as run_ingest
 
     for p in paths:
         if not p.exists():
