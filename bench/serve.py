@@ -6,9 +6,11 @@ httpx clients for a bounded number of `/v1/ask` requests per concurrency
 level, and reports p50/p95/p99 latency, requests/s and errors. In the same
 run, the same questions go through llama-index's `VectorStoreIndex` retriever
 in-process over the same leaf chunks with the same model, and through the
-raw encoder, for the ratios. Requests send `Cache-Control: no-cache` (every
-one does the full work) except in the row marked cached. The client runs on
-the same machine as the server, so both share its cores.
+raw encoder. Each load row is followed at once by a short llama-index run,
+and its ratio is taken against that run, so both were measured under the same
+background load. Requests send `Cache-Control: no-cache` (every one does the
+full work) except in the row marked cached. The client runs on the same
+machine as the server, so both share its cores.
 
     python -m bench.serve [--requests 300] [--concurrency 1,4,16,64]
 """
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+LLAMA = "llama-index VectorStoreIndex retriever, in-process"
 
 
 @dataclass
@@ -132,52 +136,70 @@ async def load(url: str, qs: list[str], concurrency: int, total: int, cached: bo
     return Row(label, concurrency, total, errors, seconds, latencies)
 
 
-def in_process_baselines(index_dir: Path, qs: list[str], n: int) -> list[Row]:
+class Baselines:
     """The raw encoder and a plain llama-index retriever, one question at a time, in this process."""
-    from llama_index.core import VectorStoreIndex
-    from llama_index.core.schema import TextNode
 
-    from bench.llama_adapter import adapter
-    from index import get_embedder, load_snapshot
-    from index.pipeline import embed_text
+    def __init__(self, index_dir: Path) -> None:
+        from llama_index.core import VectorStoreIndex
+        from llama_index.core.schema import TextNode
 
-    # the same thread counts as the server (Settings.torch_threads, faiss_threads), so the
-    # comparison is between pipelines, not between thread settings
-    from service.app import configure_threads
-    from service.settings import Settings
+        from bench.llama_adapter import adapter
+        from index import get_embedder, load_snapshot
+        from index.pipeline import embed_text
+        from service.app import configure_threads
+        from service.settings import Settings
 
-    configure_threads(Settings(_env_file=None))  # type: ignore[call-arg]
-    emb = get_embedder()
-    snap = load_snapshot(index_dir)
-    nodes = [TextNode(text=embed_text(snap.tree[i]), id_=i) for i in snap.tree.leaves()]
-    retriever = VectorStoreIndex(nodes, embed_model=adapter(emb)).as_retriever(similarity_top_k=5)
-    rows = []
-    for label, fn in (("raw encoder, one question", lambda q: emb.encode([q])),
-                      ("llama-index VectorStoreIndex retriever, in-process", retriever.retrieve)):
-        for q in qs[:5]:
-            fn(q)  # warm up
-        lat = []
-        t0 = time.perf_counter()
-        for i in range(n):
-            t = time.perf_counter()
-            fn(qs[i % len(qs)])
-            lat.append((time.perf_counter() - t) * 1e3)
-        rows.append(Row(label, 1, n, 0, time.perf_counter() - t0, lat))
-    return rows
+        # the same thread counts as the server (Settings.torch_threads, faiss_threads), so the
+        # comparison is between pipelines, not between thread settings
+        configure_threads(Settings(_env_file=None))  # type: ignore[call-arg]
+        emb = get_embedder()
+        snap = load_snapshot(index_dir)
+        nodes = [TextNode(text=embed_text(snap.tree[i]), id_=i) for i in snap.tree.leaves()]
+        retriever = VectorStoreIndex(nodes, embed_model=adapter(emb)).as_retriever(similarity_top_k=5)
+        self.contenders: dict[str, Callable[[str], object]] = {
+            "raw encoder, one question": lambda q: emb.encode([q]), LLAMA: retriever.retrieve}
+        self.rows: dict[str, list[Row]] = {k: [] for k in self.contenders}
+        for fn in self.contenders.values():
+            for q in questions()[:5]:
+                fn(q)  # warm up
+
+    def measure(self, qs: list[str], n: int, offset: int = 0) -> dict[str, Row]:
+        out = {}
+        for label, fn in self.contenders.items():
+            lat = []
+            t0 = time.perf_counter()
+            for i in range(n):
+                t = time.perf_counter()
+                fn(qs[(i + offset) % len(qs)])
+                lat.append((time.perf_counter() - t) * 1e3)
+            out[label] = Row(label, 1, n, 0, time.perf_counter() - t0, lat)
+            self.rows[label].append(out[label])
+        return out
+
+    def pooled(self) -> list[Row]:
+        """All measurements of each baseline as one row."""
+        return [Row(label, 1, sum(r.requests for r in rows), 0, sum(r.seconds for r in rows),
+                    [x for r in rows for x in r.latencies_ms]) for label, rows in self.rows.items()]
 
 
-def table(rows: list[Row], baseline: Row, rss: tuple[float, float]) -> list[str]:
+
+def table(rows: list[tuple[Row, float]], baselines: list[Row], rss: tuple[float, float]) -> list[str]:
     lines = ["| contender | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms "
-             "| req/s ÷ llama-index q/s |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "| llama-index q/s, measured right after | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r, base in rows:
         lines.append(f"| {r.contender} | {r.concurrency} | {r.requests} | {r.errors} | {r.rate:.1f} | "
-                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | {r.rate / baseline.rate:.2f} |")
+                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | {base:.1f} | {r.rate / base:.2f} |")
+    for b in baselines:
+        lines.append(f"| {b.contender} (all runs pooled) | 1 | {b.requests} | 0 | {b.rate:.1f} | "
+                     f"{b.pct(50):.1f} | {b.pct(95):.1f} | {b.pct(99):.1f} | | |")
     lines.append("")
     lines.append(f"server process RSS after the run: {rss[0]:.0f} MB (peak {rss[1]:.0f} MB)")
     return lines
 
 
-async def run(levels: list[int], n: int, index_dir: Path | None) -> list[str]:
+async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 60) -> list[str]:
+    """Each load row is followed at once by the in-process baselines, so that the ratio compares
+    measurements taken under the same background load (this machine is shared)."""
     qs = questions()
     with tempfile.TemporaryDirectory() as tmp:
         if index_dir is None:
@@ -190,13 +212,14 @@ async def run(levels: list[int], n: int, index_dir: Path | None) -> list[str]:
         log = Path(tmp) / "server.log"
         proc = start_server(index_dir, port, log)
         try:
+            baselines = Baselines(index_dir)
             await wait_ready(url, proc)
             await load(url, qs, 4, 40)  # warm-up: threads, allocator, first batches
-            baselines = in_process_baselines(index_dir, qs, max(n, 100))
-            rows = []
-            for c in levels:
-                rows.append(await load(url, qs, c, n, offset=c))
-            rows.append(await load(url, qs, 16, n, cached=True))  # answers cached by the rows above
+            rows: list[tuple[Row, float]] = []
+            plan = [(c, False) for c in levels] + [(16, True)]  # the last row: answers cached above
+            for c, cached in plan:
+                row = await load(url, qs, c, n, cached=cached, offset=c)
+                rows.append((row, baselines.measure(qs, base_n, offset=c)[LLAMA].rate))
             rss = rss_mb(proc.pid)
         finally:
             proc.terminate()
@@ -204,9 +227,9 @@ async def run(levels: list[int], n: int, index_dir: Path | None) -> list[str]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if any(r.errors for r in rows):
+        if any(r.errors for r, _ in rows):
             print(log.read_text()[-3000:], file=sys.stderr)
-    return table(rows + baselines, baselines[-1], rss)
+    return table(rows, baselines.pooled(), rss)
 
 
 def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None) -> list[str]:

@@ -1,0 +1,219 @@
+"""The FastAPI app: `create_app(settings)`; its lifespan builds the engine and the job runner."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index import get_embedder
+from service import errors, logs
+from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
+from service.deps import RateLimiter
+from service.engine import QAEngine
+from service.jobs import IngestJobs
+from service.metrics import Metrics
+from service.routes import ask, chat, health, ingest, search, widget
+from service.settings import Settings, get_settings
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
+    extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences)
+    answerers: dict[str, Answerer] = {"extractive": extractive}
+    if settings.llm_base_url:
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        answerers["llm"] = LLMAnswerer(settings.llm_base_url, settings.llm_model, api_key=key,
+                                       timeout_s=settings.llm_timeout_s, max_tokens=settings.llm_max_tokens,
+                                       temperature=settings.llm_temperature, fallback=extractive)
+        return answerers, "llm"
+    return answerers, "extractive"
+
+
+def build_engine(settings: Settings, metrics: Metrics) -> QAEngine:
+    answerers, default = build_answerers(settings)
+    return QAEngine(
+        settings.index_dir, lambda: get_embedder(settings.model, settings.device), answerers,
+        default_answerer=default, merge_threshold=settings.merge_threshold,
+        batch_window_s=settings.batch_window_ms / 1000, batch_max=settings.batch_max,
+        cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,
+        thread_init=lambda: configure_threads(settings),
+    )
+
+
+def configure_threads(settings: Settings) -> None:
+    """Thread counts of torch and FAISS for the calling thread (see Settings.torch_threads).
+
+    FAISS's OpenMP setting is per thread here (it depends on which libgomp loaded first), so
+    the engine's worker threads call this too, as their executors' initializer.
+    """
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    if settings.faiss_threads:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service; the index and the model load in the background once it starts (see /readyz)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_threads(settings)
+        engine = build_engine(settings, metrics)
+        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics)
+        app.state.engine, app.state.jobs = engine, jobs
+        await engine.start()
+        jobs.start()
+        logs.event("service_started", index_dir=str(settings.index_dir), auth=settings.auth_enabled,
+                   answerer=engine.default_answerer, cors=settings.cors_origins)
+        try:
+            yield
+        finally:
+            await jobs.stop()
+            await engine.stop()
+            logs.event("service_stopped")
+
+    app = FastAPI(
+        title="notesrag", version="0.1.0", lifespan=lifespan,
+        description="Cited answers from your technical notes: a native API, an OpenAI-compatible "
+                    "chat endpoint, search and ingestion.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    errors.install(app)
+    for module in (ask, chat, search, ingest, health, widget):
+        app.include_router(module.router)
+    # the outermost middleware comes last: request ids and timing see everything, CORS headers
+    # are added even to the errors of the inner ones
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Cache-Control"],
+                           expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn workers import (`service.app:app_from_env`)."""
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_json)
+    return create_app(settings)
+
+
+class RequestContextMiddleware:
+    """A request id for every request (from X-Request-ID or new), its latency by route, one log line."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        rid = given if given and len(given) <= 128 and given.isprintable() else secrets.token_hex(8)
+        token = logs.request_id_var.set(rid)
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - t0
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.request_seconds.labels(scope["method"], path, str(status)).observe(seconds)
+            state = scope.get("state")
+            principal = getattr(state.get("principal"), "key_id", None) if isinstance(state, dict) else None
+            logs.event("request", method=scope["method"], path=scope["path"], route=path, status=status,
+                       ms=round(seconds * 1e3, 2), caller=principal)
+            logs.request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `max_bytes`, by Content-Length or by counting a chunked one."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await _send_error(send, 400, "bad_request", "invalid Content-Length")
+                return
+            if int(length) > self.max_bytes:
+                await self._too_large(send)
+                return
+        # read the body here (it is small by now) so an oversized chunked body is refused too
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_error(send, 413, "payload_too_large",
+                          f"the request body is larger than the limit of {self.max_bytes} bytes")
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    response = errors.error_response(status, code, message)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            value: str = v.decode("latin-1")
+            return value
+    return None
+

@@ -1,0 +1,1 @@
+"""HTTP routes: each validates input, calls the engine, and maps errors to status codes."""

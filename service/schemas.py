@@ -1,0 +1,157 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from index.answer import Citation
+from index.retriever import Hit
+from service.engine import QAResult
+
+Mode = Literal["dense", "bm25", "hybrid"]
+AnswererName = Literal["extractive", "llm"]
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, description="the question (the limit is NOTESRAG_MAX_QUESTION_CHARS)")
+    top_k: int | None = Field(None, ge=1, description="passages to retrieve [default: NOTESRAG_DEFAULT_TOP_K]")
+    mode: Mode = "hybrid"
+    stream: bool = Field(False, description="send Server-Sent Events: contexts, answer deltas, done")
+    answerer: AnswererName | None = Field(None, description="extractive or llm [default: llm when configured]")
+
+
+class CitationOut(BaseModel):
+    n: int
+    node_id: str
+    source: str
+    heading_path: list[str]
+    start: int = Field(description="character offset of the quote in the source file")
+    end: int
+    quote: str
+    score: float
+
+    @classmethod
+    def of(cls, c: Citation) -> CitationOut:
+        return cls(n=c.n, node_id=c.node_id, source=c.source, heading_path=list(c.heading_path),
+                   start=c.start, end=c.end, quote=c.quote, score=c.score)
+
+
+class ContextOut(BaseModel):
+    rank: int
+    node_id: str
+    level: int
+    score: float
+    source: str
+    heading_path: list[str]
+    start: int
+    end: int
+    text: str
+
+    @classmethod
+    def of(cls, rank: int, h: Hit) -> ContextOut:
+        return cls(rank=rank, node_id=h.node_id, level=h.level, score=h.score, source=h.source,
+                   heading_path=list(h.heading_path), start=h.start, end=h.end, text=h.text)
+
+
+class AskResponse(BaseModel):
+    answer: str
+    answerable: bool
+    confidence: float
+    citations: list[CitationOut]
+    contexts: list[ContextOut]
+    timings: dict[str, float]
+    snapshot: str
+    answerer: str
+    cached: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, r: QAResult) -> AskResponse:
+        a = r.answer
+        return cls(answer=a.text, answerable=a.answerable, confidence=round(a.confidence, 4),
+                   citations=[CitationOut.of(c) for c in a.citations],
+                   contexts=[ContextOut.of(i, h) for i, h in enumerate(r.hits, 1)],
+                   timings=r.timings.as_dict(), snapshot=r.snapshot, answerer=a.answerer, cached=r.cached,
+                   warnings=list(a.warnings))
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode
+    snapshot: str
+    hits: list[ContextOut]
+    timings: dict[str, float]
+
+
+# -- OpenAI-compatible chat ----------------------------------------------------------------
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's chat-completions request; sampling fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "notesrag"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1, description="only one choice is supported")
+    # extensions
+    top_k: int | None = Field(None, ge=1)
+    mode: Mode = "hybrid"
+    answerer: AnswererName | None = None
+
+
+# -- ingestion --------------------------------------------------------------------------------
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(default_factory=list, max_length=1000,
+                             description="files or folders inside the corpus root (relative to it or "
+                                         "absolute) [default: the whole corpus root]")
+    rebuild: bool = False
+    strict: bool = False
+
+
+class IngestJobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    paths: list[str]
+    rebuild: bool
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, Any] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict, description="files skipped, with the reason")
+    error: str | None = None
+    snapshot: str | None = None
+

@@ -1,0 +1,1 @@
+"""API tests: the HTTP service against a real index and the real model."""

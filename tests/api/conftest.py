@@ -1,0 +1,175 @@
+"""Shared fixtures: the real packaged model, a real index of data/notes built once per session,
+apps driven through httpx's ASGI transport, and real uvicorn servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from index import IndexConfig, get_embedder, ingest
+from index.embedder import SentenceTransformerEmbedder
+from service.app import create_app
+from service.settings import Settings
+
+from .llm_stub import StubState, make_app
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTES = ROOT / "data" / "notes"
+QUERY_KEY = "query-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789"
+ORIGIN = "https://docs.example.com"
+
+
+def make_settings(index_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "index_dir": index_dir, "corpus_root": NOTES, "reload_interval_s": 0.2,
+        "api_keys": f"{QUERY_KEY}:query,{ADMIN_KEY}:admin", "cors_origins": ORIGIN,
+        "rate_limit_per_minute": 0, "max_question_chars": 300, "max_body_bytes": 16 * 1024,
+        "llm_base_url": None, "abstain_threshold": None,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def auth(key: str = QUERY_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    # the same cache key as the service's get_embedder(settings.model, settings.device)
+    return get_embedder(None, "auto")
+
+
+@pytest.fixture(scope="session")
+async def index_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Path:
+    d = tmp_path_factory.mktemp("index")
+    await ingest([NOTES], d, IndexConfig(), embedder=embedder)
+    return d
+
+
+async def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(app: FastAPI, ready: bool = True) -> AsyncIterator[FastAPI]:
+    """Run the app's lifespan (ASGITransport does not), waiting for the index to load."""
+    async with app.router.lifespan_context(app):
+        if ready:
+            await wait_until(lambda: app.state.engine.ready, what="the index to load")
+        yield app
+
+
+def client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver", headers=headers)
+
+
+@pytest.fixture(scope="session")
+async def app(index_dir: Path) -> AsyncIterator[FastAPI]:
+    """The service with API keys, CORS and a 300-character question limit; no rate limit."""
+    async with running(create_app(make_settings(index_dir))) as a:
+        yield a
+
+
+@pytest.fixture
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(app, **auth()) as c:
+        yield c
+
+
+class ServerThread:
+    """A real uvicorn serving `app` on a free 127.0.0.1 port, in a thread with its own loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while httpx.get(self.url + path).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.url}{path} never answered 200")
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(index_dir: Path) -> Iterator[ServerThread]:
+    """The service under a real uvicorn on loopback."""
+    with ServerThread(create_app(make_settings(index_dir))) as server:
+        server.wait_ready()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llm_stub() -> Iterator[tuple[ServerThread, StubState]]:
+    state = StubState()
+    with ServerThread(make_app(state)) as server:
+        yield server, state
+
+
+@pytest.fixture
+def stub_state(llm_stub: tuple[ServerThread, StubState]) -> Iterator[StubState]:
+    _, state = llm_stub
+    state.mode, state.requests = "echo", []
+    yield state
+    state.mode = "echo"
+
+
+LOSS_FILE = "01-fundamentals-of-deep-learning.md"
+
+
+def cited_line(citation: dict[str, Any]) -> str:
+    """The line of the cited file that holds the cited span, checking that the quote is there."""
+    text = Path(citation["source"]).read_text(encoding="utf-8")
+    start, end = citation["start"], citation["end"]
+    assert text[start:end] == citation["quote"], "the quote is not at the cited span"
+    return text[text.rfind("\n", 0, start) + 1:text.find("\n", end) if "\n" in text[end:] else len(text)]
+
+
+def assert_cites_huber(citation: dict[str, Any]) -> None:
+    """The citation quotes the Huber loss line of the Loss section (the answerer may quote all of
+    the line or only part of it)."""
+    assert Path(citation["source"]).name == LOSS_FILE
+    assert citation["heading_path"][-1] == "Loss"
+    assert "Huber" in cited_line(citation)

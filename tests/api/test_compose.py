@@ -1,0 +1,87 @@
+"""docker-compose.yml, parsed (no Docker engine runs here): services, volumes, ports, health check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> 'source[:mode]'."""
+    out = {}
+    for v in service["volumes"]:
+        source, target, *mode = v.split(":")
+        out[target] = source + (":" + mode[0] if mode else "")
+    return out
+
+
+def test_services_and_the_shared_snapshot_volume(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"api", "ingest", "api-gpu", "ingest-gpu"} <= set(services)
+    assert "snapshots" in compose["volumes"]
+    index_dir = services["api"]["environment"]["NOTESRAG_INDEX_DIR"]
+    assert mounts(services["api"])[index_dir] == "snapshots:ro"  # the API only reads snapshots
+    assert mounts(services["ingest"])[index_dir] == "snapshots"  # the job writes them
+    assert mounts(services["api-gpu"])[index_dir] == "snapshots:ro"
+    assert services["api"]["depends_on"]["ingest"]["condition"] == "service_completed_successfully"
+    assert services["ingest"]["restart"] == "no"
+
+
+def test_api_runs_uvicorn_workers_on_port_8000_with_keys(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    cmd = api["command"]
+    assert cmd[0] == "uvicorn" and "--factory" in cmd and "--workers" in cmd
+    module, _, factory = cmd[1].partition(":")
+    import importlib
+
+    assert callable(getattr(importlib.import_module(module), factory))
+    assert cmd[cmd.index("--port") + 1] == "8000" and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert "8000:8000" in api["ports"]
+    assert ":?" in api["environment"]["NOTESRAG_API_KEYS"]  # compose refuses to start without keys
+
+
+def test_health_check_probes_readyz(compose: dict[str, Any]) -> None:
+    for name in ("api", "api-gpu"):
+        hc = compose["services"][name]["healthcheck"]
+        assert "/readyz" in " ".join(hc["test"]) and hc["test"][0] == "CMD"
+        assert hc["retries"] >= 1 and "start_period" in hc
+
+
+def test_ingest_command_is_a_real_cli_invocation(compose: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    cmd = compose["services"]["ingest"]["command"]
+    assert cmd[:2] == ["notesrag", "ingest"]
+    help_text = CliRunner().invoke(app, ["ingest", "--help"]).output
+    for flag in (a for a in cmd[2:] if a.startswith("--")):
+        assert flag in help_text, flag
+
+
+def test_gpu_profile_uses_the_nvidia_runtime_and_faiss_gpu(compose: dict[str, Any]) -> None:
+    for name in ("api-gpu", "ingest-gpu"):
+        svc = compose["services"][name]
+        assert svc["profiles"] == ["gpu"]
+        assert svc["runtime"] == "nvidia"
+        device = svc["deploy"]["resources"]["reservations"]["devices"][0]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+        assert svc["environment"]["NOTESRAG_DEVICE"] == "cuda"
+    assert compose["services"]["ingest-gpu"]["build"]["args"]["EXTRAS"] == "gpu"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "faiss-gpu" in dockerfile and "ARG EXTRAS" in dockerfile
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), src
