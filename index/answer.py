@@ -31,7 +31,6 @@ RANK_WEIGHT = 0.05
 
 _MARKER = re.compile(r"\s*\[\d+\]")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*$")
-_LABEL = re.compile(r"^([^:\n]{1,60}):\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +158,6 @@ def _complete(c: _Candidate, snapshot: Snapshot, max_items: int = 6) -> _Candida
             last += 1
         if last > c.row:
             return _Candidate(c.leaf, c.row, c.start, int(store.end[last]), c.cosine, c.score)
-    label = _LABEL.match(text)
-    if label and len(label.group(1).split()) <= 6 and len(text[label.end():].split()) >= 3:
-        # "Huber Loss: uses L2 loss for ..." - the question names the term; the answer is the rest
-        return _Candidate(c.leaf, c.row, c.start + label.end(), c.end, c.cosine, c.score)
     return c
 
 
