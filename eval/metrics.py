@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 import re
 import string
+import threading
 import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
+
+_RANX_LOCK = threading.Lock()
 
 Qrels = Mapping[str, Mapping[str, int]]
 RunScores = Mapping[str, Mapping[str, float]]
@@ -138,7 +141,9 @@ def _ranx_evaluate(
         f"hit@{k}": f"hit_rate@{k}",
     }
     ranx_run = RanxRun(run_dict)
-    with warnings.catch_warnings():
+    # numba compiles ranx's functions on first use and aborts the process when two threads
+    # compile at once (a fresh install has no numba cache): one evaluation at a time.
+    with _RANX_LOCK, warnings.catch_warnings():
         # numba's "unsafe cast from uint64 to int64" inside ranx: harmless for ranks.
         warnings.simplefilter("ignore")
         means = evaluate(RanxQrels(judged), ranx_run, list(dict.fromkeys(names.values())))
