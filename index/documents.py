@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,10 @@ def read_source(path: Path, max_bytes: int) -> SourceFile:
     """Read and decode one file; raises SkipFile with a reason a person can act on."""
     try:
         resolved = path.resolve(strict=True)
-        size = resolved.stat().st_size
+        st = resolved.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read; a device never ends
+            raise SkipFile("not a regular file (a FIFO, socket or device)")
+        size = st.st_size
         if size > max_bytes:
             raise SkipFile(f"larger than the size limit of {max_bytes} bytes ({size} bytes)")
         if size == 0:
@@ -106,6 +110,32 @@ def sections(src: SourceFile) -> list[Section]:
     if src.kind == "html":
         return markdown_sections(src.text)  # html_to_text writes headings as Markdown
     return [Section((), src.text, 0)] if src.text.strip() else []
+
+
+# A run of more printable ASCII characters than this with no whitespace is data, not prose
+# (base64, a minified script, a hash list): it would become thousands of meaningless chunks,
+# so it is left out of the index. Non-ASCII runs are kept: CJK prose has no spaces.
+MAX_RUN = 1000
+_LONG_RUN = re.compile(rf"(?<![!-~])[!-~]{{{MAX_RUN + 1},}}")  # starts only at a run's start: linear
+
+
+def drop_long_runs(secs: list[Section]) -> tuple[list[Section], int]:
+    """`secs` with every run of over MAX_RUN ASCII characters without whitespace cut out, and
+    the number of runs cut. The text around a run stays, as sections that keep their offsets."""
+    out: list[Section] = []
+    cut = 0
+    for s in secs:
+        pos = 0
+        for m in _LONG_RUN.finditer(s.text):
+            cut += 1
+            if s.text[pos:m.start()].strip():
+                out.append(Section(s.heading_path, s.text[pos:m.start()], s.start + pos))
+            pos = m.end()
+        if pos == 0:
+            out.append(s)
+        elif s.text[pos:].strip():
+            out.append(Section(s.heading_path, s.text[pos:], s.start + pos))
+    return out, cut
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")

@@ -1,7 +1,7 @@
 """The asyncio ingestion pipeline: discover -> read -> parse/chunk -> embed -> index -> snapshot.
 
 Stages are tasks joined by bounded queues. Reading, parsing and embedding run
-in worker threads (`asyncio.to_thread`), so the next file is parsed while the
+in worker threads (one thread per stage), so the next file is parsed while the
 last batch is embedded, and the event loop of a server that runs an ingest
 stays free. Only the tree, the vector index and the sentence rows grow with
 the corpus; texts are dropped once a batch is embedded.
@@ -20,15 +20,24 @@ import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from index.chunking import Chunker
 from index.config import IndexConfig
-from index.documents import SkipFile, SourceFile, discover, read_source, sections
+from index.documents import (
+    MAX_RUN,
+    SkipFile,
+    SourceFile,
+    discover,
+    drop_long_runs,
+    read_source,
+    sections,
+)
 from index.embedder import Embedder, get_embedder
 from index.lexical import BM25Index
 from index.sentences import SentenceStore, split_sentences
@@ -48,6 +57,7 @@ from index.vectors import FaissIndex
 log = logging.getLogger("notesrag.ingest")
 
 _DONE = object()
+T = TypeVar("T")
 
 
 class IngestError(Exception):
@@ -163,6 +173,11 @@ class _Run:
         self.batch_size: int = config.batch_size or int(getattr(embedder, "default_batch_size", 32))
         self.old: Snapshot | None = None
         self._bar: Any = None
+        # One long-lived thread per CPU stage: torch and the splitter each keep their
+        # allocator arenas and caches in one thread, not in whichever pool thread
+        # `asyncio.to_thread` picks next.
+        self._parse_pool = ThreadPoolExecutor(1, thread_name_prefix="notesrag-parse")
+        self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="notesrag-embed")
         self._t0 = time.perf_counter()
 
     # -- orchestration --------------------------------------------------------------
@@ -191,6 +206,8 @@ class _Run:
         except BaseExceptionGroup as eg:  # a failed stage cancels the others; raise its error
             raise eg.exceptions[0] from None
         finally:
+            self._parse_pool.shutdown(wait=False, cancel_futures=True)
+            self._embed_pool.shutdown(wait=False, cancel_futures=True)
             if self._bar is not None:
                 self._bar.close()
         self.report.seconds = time.perf_counter() - self._t0
@@ -224,6 +241,18 @@ class _Run:
                 continue
             seen.add(key)
             self.report.files_seen += 1
+            if not _utf8(key):
+                # the snapshot and every answer name files as text: a name that is not UTF-8 (a
+                # surrogate-escaped byte) would fail the whole snapshot write
+                self._skip(key.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                           "the file name is not valid UTF-8")
+                continue
+            if not any(_under(Path(key), r) for r in self.roots):
+                # a link out of the folders being ingested: following it would index files nobody
+                # named (on a server, files outside the corpus root), and they would stay in the
+                # index after the link is gone, since removal only looks inside the roots
+                self._skip(str(item.absolute()), "a symbolic link that leads outside the ingested folders")
+                continue
             try:
                 src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes)
             except SkipFile as e:
@@ -247,7 +276,11 @@ class _Run:
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, SourceFile)
             src = item
-            nodes = await asyncio.to_thread(self.chunker.chunk, src, sections(src))
+            secs, cut = drop_long_runs(sections(src))
+            if cut:
+                log.warning("%s: left out %d run(s) of over %d characters without whitespace "
+                            "(encoded or minified data)", src.path, cut, MAX_RUN)
+            nodes = await self._in(self._parse_pool, self.chunker.chunk, src, secs)
             self.tree.add(nodes)
             self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes))
             leaves = [n for n in nodes if self.tree.is_leaf(n.id)]
@@ -267,11 +300,15 @@ class _Run:
     async def _embed_stage(self, inp: asyncio.Queue[object]) -> None:
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, list)
-            await asyncio.to_thread(self._embed_batch, item)
+            await self._in(self._embed_pool, self._embed_batch, item)
             self.report.leaves_embedded += len(item)
             self._tick()
 
     # -- work done in threads ------------------------------------------------------------
+    @staticmethod
+    async def _in(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
     def _embed_batch(self, leaves: list[Node]) -> None:
         texts = [embed_text(n) for n in leaves]
         owners: list[int] = []
@@ -333,11 +370,10 @@ class _Run:
     # -- carrying what the old snapshot had ---------------------------------------------
     def _carry(self, source: str) -> None:
         assert self.old is not None
-        ids = self.old.tree.of_source(source)
-        if self.tree.has_source(source) or not ids:
-            return
-        self.tree.add(self.old.tree[i] for i in ids)
-        self.files[source] = self.old.manifest.files[source]
+        if not self.tree.has_source(source):
+            self.tree.add(self.old.tree[i] for i in self.old.tree.of_source(source))
+        # also for a file with no nodes (headings only): else it would count as removed
+        self.files.setdefault(source, self.old.manifest.files[source])
 
     def _carry_outside_roots(self) -> None:
         """Files of the old snapshot outside the ingested roots stay; those inside and gone leave."""
@@ -394,6 +430,14 @@ def source_key(path: Path) -> str:
         return str(path.resolve())
     except (OSError, RuntimeError):  # a symlink loop
         return str(path.absolute())
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _under(path: Path, root: Path) -> bool:
