@@ -131,16 +131,23 @@ Answer briefly. Cite each claim with the number of its passage in square bracket
 If the passages do not contain the answer, reply with exactly {not_found} and nothing else."""
 
 
+def _unfenced(text: str, fence: str) -> str:
+    # one pass is not enough: cutting the fence out of "ab<fence>c" can join a new one
+    while fence in text:
+        text = text.replace(fence, "")
+    return text
+
+
 def build_messages(req: AnswerRequest, fence: str | None = None) -> list[dict[str, str]]:
     """The chat messages for `req`: a system prompt, the earlier turns, the passages and the question."""
     fence = fence or secrets.token_hex(6)
     blocks = []
     for n, h in enumerate(req.hits, 1):
         # the fence is random per request, so a passage cannot close its own block
-        text = h.text.replace(fence, "")
-        section = " > ".join(h.heading_path) or "-"
-        blocks.append(f"<<<PASSAGE {n} {fence}>>>\nsource: {Path(h.source).name}\nsection: {section}\n\n"
-                      f"{text}\n<<<END PASSAGE {n} {fence}>>>")
+        text = _unfenced(h.text, fence)
+        section = _unfenced(" > ".join(h.heading_path), fence) or "-"
+        blocks.append(f"<<<PASSAGE {n} {fence}>>>\nsource: {_unfenced(Path(h.source).name, fence)}\n"
+                      f"section: {section}\n\n{text}\n<<<END PASSAGE {n} {fence}>>>")
     user = "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {req.question}"
     messages = [{"role": "system", "content": SYSTEM_PROMPT.format(fence=fence, not_found=LLM_NOT_FOUND)}]
     messages += [{"role": t.role, "content": t.content} for t in req.history if t.role in ("user", "assistant")]

@@ -1,12 +1,23 @@
-"""Ingest jobs started over HTTP: checked paths, one job at a time, live progress."""
+"""Ingest jobs started over HTTP: checked paths, one job at a time, live progress.
+
+Every job is written to a journal (`jobs.jsonl` in the index directory, one JSON
+line per state change, fsynced) before it is acknowledged and whenever its state
+changes. At start-up the journal is read back: a job left queued or running by a
+process that is gone (killed, crashed, restarted) is reported failed, never lost.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import fcntl
+import json
+import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +32,9 @@ from service.metrics import Metrics
 
 Status = Literal["queued", "running", "succeeded", "failed"]
 KEEP_JOBS = 100
+JOURNAL = "jobs.jsonl"
+INTERRUPTED = "interrupted by a restart of the service before it finished"
+STOPPED = "interrupted: the service stopped before the job finished"
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -42,6 +56,8 @@ def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
     for raw in raw_paths or ["."]:
         if "\x00" in raw:
             raise ApiError(422, "invalid_path", "paths must not contain NUL characters")
+        if not _utf8(raw):  # a lone surrogate (JSON allows "\ud800") cannot name a file
+            raise ApiError(422, "invalid_path", "paths must be valid Unicode text (no lone surrogates)")
         given = Path(raw)
         candidate = given if given.is_absolute() else root / given
         try:
@@ -66,6 +82,14 @@ def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
                                    f"{raw!r} holds {str(shown)!r}, a link that resolves outside the corpus root")
         out.append(resolved)
     return out
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _normalise(p: Path) -> list[str]:
@@ -107,6 +131,143 @@ class Job:
         }
 
 
+def process_token(pid: int | None = None) -> str | None:
+    """`pid:start time` of a process (its start time tells it from a later process with its pid);
+    None when the process does not exist."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc here: the pid alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return f"{pid}:"
+    # the command name (field 2) may hold spaces and parentheses: count fields after the last ')'
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _owner_alive(owner: str) -> bool:
+    pid, _, _ = owner.partition(":")
+    return pid.isdigit() and process_token(int(pid)) == owner
+
+
+class JobJournal:
+    """Jobs on disk: one JSON line per state change, the last line of a job wins.
+
+    Appends and compaction hold an exclusive lock on a side file, so the workers of one
+    server (processes sharing the index directory) can share the journal.
+    """
+
+    def __init__(self, path: Path, keep: int = KEEP_JOBS) -> None:
+        self.path = Path(path)
+        self.keep = keep
+        self.owner = process_token() or f"{os.getpid()}:"
+        self.appended = 0  # lines written since the last compaction
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(f".{self.path.name}.lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def record(self, job: Job) -> None:
+        """Append the job's state and fsync it; raises OSError when that is not possible."""
+        # ASCII JSON: a path may hold surrogates (a file name that is not UTF-8)
+        line = json.dumps(_record(job, self.owner)) + "\n"
+        with self._lock():
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.appended += 1
+
+    def _read(self) -> tuple[list[dict[str, Any]], int]:
+        """The last record of each job, oldest job first, and the number of lines read."""
+        records: dict[str, dict[str, Any]] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return [], 0
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+                records[rec["id"]] = rec
+        ordered = sorted(records.values(), key=lambda r: r.get("created_at") or 0.0)
+        return ordered, len(lines)
+
+    def recover(self) -> list[Job]:
+        """The newest `keep` jobs; those a dead process left unfinished are marked failed on disk.
+
+        Nothing is written when nothing needs marking or compacting (a read-only index works)."""
+        records, lines = self._read()
+        if any(self._orphaned(r) for r in records) or lines > len(records) or len(records) > self.keep:
+            with self._lock():
+                records, _ = self._read()
+                now = time.time()
+                for rec in records:
+                    if self._orphaned(rec):
+                        rec.update(status="failed", error=INTERRUPTED, finished_at=now)
+                records = records[-self.keep:]
+                self._rewrite(records)
+        jobs = []
+        for rec in records[-self.keep:]:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                jobs.append(_job(rec))
+        return jobs
+
+    @staticmethod
+    def _orphaned(rec: dict[str, Any]) -> bool:
+        return rec.get("status") in ("queued", "running") and not _owner_alive(str(rec.get("owner", "")))
+
+    def compact(self) -> None:
+        """Keep one line for each of the newest `keep` jobs."""
+        with self._lock():
+            self._rewrite(self._read()[0][-self.keep:])
+
+    def _rewrite(self, records: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.appended = 0
+
+
+def _record(job: Job, owner: str) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "paths": [str(p) for p in job.paths], "rebuild": job.rebuild,
+            "strict": job.strict, "created_at": job.created_at, "started_at": job.started_at,
+            "finished_at": job.finished_at, "error": job.error, "owner": owner,
+            "report": dataclasses.asdict(job.report) if job.report is not None else None}
+
+
+_REPORT_FIELDS = {f.name for f in dataclasses.fields(IngestReport)}
+
+
+def _job(rec: dict[str, Any]) -> Job:
+    report = rec.get("report")
+    return Job(id=rec["id"], paths=[Path(p) for p in rec["paths"]], rebuild=bool(rec.get("rebuild")),
+               strict=bool(rec.get("strict")), status=rec["status"], created_at=float(rec["created_at"]),
+               started_at=rec.get("started_at"), finished_at=rec.get("finished_at"), error=rec.get("error"),
+               report=IngestReport(**{k: v for k, v in report.items() if k in _REPORT_FIELDS})
+               if isinstance(report, dict) else None)
+
+
 def _show(p: Path, root: Path | None) -> str:
     if root is not None:
         with contextlib.suppress(ValueError, OSError):
@@ -123,10 +284,17 @@ class IngestJobs:
         self.config = config
         self.metrics = metrics
         self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.journal = JobJournal(index_dir / JOURNAL)
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Read back the jobs of earlier processes, then run jobs as they come."""
+        try:
+            for job in self.journal.recover():
+                self.jobs[job.id] = job
+        except OSError as e:  # an unwritable index directory: ingestion will say so too
+            logs.event("job_journal_unreadable", 40, path=str(self.journal.path), error=str(e))
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="notesrag-ingest-jobs")
 
     async def stop(self) -> None:
@@ -134,9 +302,23 @@ class IngestJobs:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for job in self.jobs.values():
+            if job.status in ("queued", "running"):
+                job.status, job.error, job.finished_at = "failed", STOPPED, time.time()
+                self._record(job)
+
+    def _record(self, job: Job) -> None:
+        try:
+            self.journal.record(job)
+        except OSError as e:
+            logs.event("job_journal_failed", 40, job=job.id, error=str(e))
 
     def submit(self, paths: list[Path], rebuild: bool = False, strict: bool = False) -> Job:
         job = Job(secrets.token_hex(8), paths, rebuild, strict)
+        try:
+            self.journal.record(job)  # on disk before it is acknowledged
+        except OSError as e:
+            raise ApiError(503, "job_journal_failed", f"cannot record the ingest job: {e.strerror or e}") from None
         self.jobs[job.id] = job
         while len(self.jobs) > KEEP_JOBS:
             oldest = next(iter(self.jobs.values()))
@@ -157,6 +339,7 @@ class IngestJobs:
 
     async def _run_one(self, job: Job) -> None:
         job.status, job.started_at = "running", time.time()
+        self._record(job)
 
         def on_progress(report: IngestReport) -> None:
             job.report = report
@@ -174,6 +357,10 @@ class IngestJobs:
             job.status, job.error = "failed", f"internal error: {type(e).__name__}"
             logs.event("ingest_crashed", 40, job=job.id, error=repr(e))
         job.finished_at = time.time()
+        self._record(job)
+        if self.journal.appended > 10 * KEEP_JOBS:
+            with contextlib.suppress(OSError):
+                self.journal.compact()
         self._observe(job)
         logs.event("ingest_finished", job=job.id, status=job.status, error=job.error,
                    summary=job.report.summary() if job.report and job.status == "succeeded" else None)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from index.answer import Citation
 from index.retriever import Hit
@@ -12,6 +12,19 @@ from service.engine import QAResult
 
 Mode = Literal["dense", "bm25", "hybrid"]
 AnswererName = Literal["extractive", "llm"]
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return text
+
+
+# A string that is sent back in the response: JSON can carry a lone surrogate ("\ud800"), which
+# could not be encoded again (a 500)
+EchoedText = Annotated[str, AfterValidator(_unicode)]
 
 
 class AskRequest(BaseModel):
@@ -120,7 +133,7 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = "notesrag"
+    model: EchoedText = "notesrag"
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -22,6 +22,10 @@ def check_question(question: str, settings: Settings, what: str = "question") ->
                        f"the limit is {settings.max_question_chars} characters")
     if not question.strip():
         raise ApiError(422, "invalid_request", f"the {what} is empty")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can carry a lone surrogate ("\ud800"); the tokenizer cannot
+        raise ApiError(422, "invalid_request", f"the {what} is not valid Unicode text (a lone surrogate)") from None
     return question
 
 

@@ -36,7 +36,7 @@ async def ingest_status(job_id: str, jobs: JobsDep, settings: SettingsDep, calle
     """Status, progress, counts and per-file errors of an ingest job."""
     job = jobs.get(job_id)
     if job is None:
-        raise ApiError(404, "job_not_found", f"no ingest job {job_id!r} (jobs are kept in memory, the last 100)")
+        raise ApiError(404, "job_not_found", f"no ingest job {job_id!r} (the last 100 jobs are kept)")
     return job.as_dict(settings.corpus_root)
 
 
