@@ -67,3 +67,22 @@ def test_shapes_checked_and_empty_index():
         idx.add(np.arange(3), np.zeros((2, 8), np.float32))
     scores, ids = idx.search(np.zeros(8, np.float32), 5)
     assert scores.shape == (1, 0) and ids.shape == (1, 0)
+
+
+def test_hnsw_hidden_removals_survive_save_and_an_id_can_come_back(tmp_path: Path):
+    v = unit(400, 16, 5)
+    idx = FaissIndex(16, kind="hnsw")
+    idx.add(np.arange(400), v)
+    assert idx.remove(np.array([7, 8, 9])) == 3  # hidden, under the rebuild fraction
+    assert len(idx) == 397
+    idx.save(tmp_path / "h.faiss")
+    again = FaissIndex.load(tmp_path / "h.faiss")
+    assert len(again) == 397
+    _, ids = again.search(v[7:10], 5)
+    assert not np.isin(ids, [7, 8, 9]).any()
+    again.add(np.array([8]), v[8:9])  # the same id again (a file reverted to an old version)
+    assert len(again) == 398
+    _, ids = again.search(v[8], 1)
+    assert ids[0][0] == 8
+    exported, _ = again.export()
+    assert sorted(exported.tolist()) == sorted(set(range(400)) - {7, 9})
