@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from index.onnx_backend import OnnxEncoder
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# "torch": sentence-transformers as it ships. "onnx" / "onnx-int8": the same model exported
+# locally to ONNX (int8: dynamically quantised weights) and run by onnxruntime on the CPU.
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# On the CPU, torch encodes this few texts (a question, or a micro-batch of them) on one
+# thread. With two OpenMP threads on 2 shared cores a single question took p50 6-7 ms but
+# p90 170-420 ms and p99 about 500 ms (a thread waiting for a core at every barrier); on
+# one thread p50 8-9 ms, p99 10-11 ms. Batches (ingestion) keep every thread.
+FEW_TEXTS = 16
 
 
 @runtime_checkable
@@ -42,9 +55,15 @@ def resolve_device(device: str = "auto") -> str:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model; fp16 on CUDA; safe to call from several threads."""
+    """A sentence-transformers model; fp16 on CUDA; safe to call from several threads.
 
-    def __init__(self, model: str | None = None, device: str = "auto") -> None:
+    `backend` "onnx" or "onnx-int8" runs the same model through onnxruntime on the CPU
+    (the `bench` extra installs it); see `index.onnx_backend`.
+    """
+
+    def __init__(self, model: str | None = None, device: str = "auto", backend: str = "torch") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
@@ -68,6 +87,14 @@ class SentenceTransformerEmbedder:
             raise ValueError(f"model {location} does not report an embedding dimension")
         self.dim = int(dim)
         self.default_batch_size = 256 if self.device.startswith("cuda") else 32
+        self.backend = backend
+        self._onnx: OnnxEncoder | None = None
+        if backend != "torch":
+            if self.device != "cpu":
+                raise ValueError(f"backend {backend} runs on the CPU only, got device {self.device!r}")
+            from index.onnx_backend import OnnxEncoder
+
+            self._onnx = OnnxEncoder(self._model, location, quantize=backend == "onnx-int8")
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
@@ -76,14 +103,36 @@ class SentenceTransformerEmbedder:
         # One forward pass at a time: torch already uses every core for one batch,
         # and concurrent calls would only fight over them.
         with self._lock:
-            vecs = self._model.encode(
-                texts, batch_size=batch_size or self.default_batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
+            if self._onnx is not None:
+                return self._onnx.encode(texts, batch_size or self.default_batch_size)
+            with _one_thread(self.device == "cpu" and len(texts) <= FEW_TEXTS):
+                vecs = self._model.encode(
+                    texts, batch_size=batch_size or self.default_batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def token_count(self, text: str) -> int:
         return len(self._model.tokenizer.tokenize(text))
+
+
+@contextlib.contextmanager
+def _one_thread(enabled: bool) -> Iterator[None]:
+    """torch on one intra-op thread inside the block (callers hold the embedder's lock)."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _model_label(location: str) -> str:
@@ -92,6 +141,7 @@ def _model_label(location: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model: str | None = None, device: str = "auto") -> SentenceTransformerEmbedder:
-    """One loaded model per (model, device) in a process."""
-    return SentenceTransformerEmbedder(model, device)
+def get_embedder(model: str | None = None, device: str = "auto",
+                 backend: str = "torch") -> SentenceTransformerEmbedder:
+    """One loaded model per (model, device, backend) in a process."""
+    return SentenceTransformerEmbedder(model, device, backend)

@@ -1,0 +1,179 @@
+"""A sentence-transformers model run by onnxruntime: exported locally, optionally int8.
+
+sentence-transformers' own `backend="onnx"` needs optimum-onnx, whose only release
+(0.1.0) requires transformers < 4.58 while sentence-transformers 6 requires
+transformers >= 5: the two cannot be installed together. So the model's transformer
+is exported here with `torch.onnx.export`, from the folder already on disk (nothing is
+downloaded), and the pooling and normalisation that follow it in the sentence-transformers
+pipeline are done in numpy. The export is cached under `$NOTESRAG_ONNX_CACHE` (default
+`~/.cache/notesrag/onnx`), keyed by the model's files and the torch version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NOTESRAG_ONNX_CACHE", Path.home() / ".cache" / "notesrag" / "onnx"))
+
+
+def _model_key(location: str) -> str:
+    import torch
+
+    h = hashlib.sha256(torch.__version__.encode())
+    root = Path(location)
+    if root.is_dir():
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt"):
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    else:
+        h.update(location.encode())
+    return h.hexdigest()[:16]
+
+
+def _pooling(st_model: Any) -> tuple[str, bool]:
+    """(pooling mode, normalise) of a Transformer -> Pooling [-> Normalize] pipeline."""
+    names = [type(m).__name__ for m in st_model]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise ValueError(f"the onnx backend needs a Transformer -> Pooling [-> Normalize] model, got {names}")
+    mode = getattr(st_model[1], "pooling_mode", None)
+    if mode not in ("mean", "cls", "max"):
+        raise ValueError(f"the onnx backend pools by mean, cls or max, got {mode!r}")
+    return str(mode), len(names) == 3
+
+
+def export(st_model: Any, path: Path) -> Path:
+    """Write the model's transformer as ONNX (dynamic batch and sequence axes) to `path`."""
+    import torch
+
+    hf = st_model[0].auto_model.eval()
+    enc = st_model.tokenizer(["an example", "a slightly longer example sentence"], padding=True,
+                             return_tensors="pt")
+    names = [n for n in _INPUTS if n in enc]
+
+    class _Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = hf
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, args, strict=True))).last_hidden_state
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter: it needs no onnxscript and handles BERT-style models;
+            # its tracer warnings are about shapes the dynamic axes already cover.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Wrapped(), tuple(enc[n] for n in names), tmp, input_names=names,
+                              output_names=["last_hidden_state"], dynamic_axes=axes,
+                              opset_version=17, dynamo=False)
+        os.replace(tmp, path)  # atomic: a concurrent loader sees the whole file or none
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantisation of the weights (activations stay float)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=dst.parent)
+    os.close(fd)
+    try:
+        # Per-channel scales: cosine to the fp32 vectors at least 0.989 on leaf chunks here,
+        # against 0.93 with one scale per tensor. Its logger's advice to pre-process is noise.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst
+
+
+class OnnxEncoder:
+    """Encodes like `SentenceTransformer.encode(normalize_embeddings=True)`, through onnxruntime."""
+
+    def __init__(self, st_model: Any, location: str, *, quantize: bool = False,
+                 threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("the onnx backends need onnxruntime and onnx: "
+                              "pip install 'notesrag[bench]'") from None
+        import torch
+
+        self.pooling, self.normalize = _pooling(st_model)
+        self.tokenizer = st_model.tokenizer
+        self.max_length = int(st_model.max_seq_length or 512)
+        folder = cache_dir() / _model_key(location)
+        fp32 = folder / "model.onnx"
+        if not fp32.exists():
+            export(st_model, fp32)
+        self.path = fp32
+        if quantize:
+            self.path = folder / "model-int8.onnx"
+            if not self.path.exists():
+                quantize_int8(fp32, self.path)
+        options = ort.SessionOptions()
+        # As many threads as torch would use, so the backends are compared on equal terms.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # No busy-waiting between operators: in a server the encoder shares the cores with the
+        # event loop and FAISS, and on this 2-core machine spinning threads slowed both.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        # Sorted by length, as sentence-transformers does, so a batch pads little.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out: np.ndarray | None = None
+        for a in range(0, len(texts), batch_size):
+            idx = order[a:a + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+            feeds = {n: np.asarray(enc[n], dtype=np.int64) for n in self.inputs}
+            hidden = self.session.run(None, feeds)[0]
+            vecs = self._pool(hidden, feeds["attention_mask"])
+            if out is None:
+                out = np.empty((len(texts), vecs.shape[1]), np.float32)
+            out[idx] = vecs
+        assert out is not None
+        return out
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.pooling == "cls":
+            vecs = hidden[:, 0]
+        elif self.pooling == "max":
+            vecs = np.where(mask[..., None] > 0, hidden, -np.inf).max(axis=1)
+        else:
+            m = mask[..., None].astype(np.float32)
+            vecs = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        vecs = vecs.astype(np.float32)
+        if self.normalize:
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
