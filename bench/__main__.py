@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
-PACKAGES = ("torch", "sentence-transformers", "faiss-cpu", "bm25s", "llama-index-core", "fastapi", "uvicorn")
+PACKAGES = ("torch", "sentence-transformers", "faiss-cpu", "onnxruntime", "bm25s", "llama-index-core", "fastapi",
+            "uvicorn")
 
 
 def machine() -> list[str]:
@@ -37,6 +38,12 @@ SECTIONS = (
     ("Level dictionary (bench.tree)", "bench.tree", {}),
     ("Ingestion (bench.ingest)", "bench.ingest", {"sizes": [0.25, 1.0]}),
     ("HTTP query load (bench.serve)", "bench.serve", {}),
+    # About 2 minutes here. The 1M-vector rows take about 10 minutes more on 2 cores (an HNSW
+    # build of 7-8 minutes): `python -m bench.faiss_scale --sizes 1000000`.
+    ("FAISS at scale (bench.faiss_scale)", "bench.faiss_scale",
+     {"sizes": (10_000, 100_000), "queries": 500, "ef_search": (64, 128, 256)}),
+    # About 2 minutes here: three backends loaded side by side, one round, a labelled-set run each.
+    ("Query encoder backends (bench.encoders)", "bench.encoders", {"rounds": 1, "leaves": 128}),
 )
 
 
