@@ -41,6 +41,15 @@ class SourceFile:
     kind: str
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (a lone surrogate from a file name or JSON cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def discover(paths: list[Path]) -> Iterator[Path]:
     """Supported files under `paths` (files given directly are taken whatever their suffix).
 

@@ -35,6 +35,7 @@ from index.documents import (
     SourceFile,
     discover,
     drop_long_runs,
+    is_utf8,
     read_source,
     sections,
 )
@@ -241,7 +242,7 @@ class _Run:
                 continue
             seen.add(key)
             self.report.files_seen += 1
-            if not _utf8(key):
+            if not is_utf8(key):
                 # the snapshot and every answer name files as text: a name that is not UTF-8 (a
                 # surrogate-escaped byte) would fail the whole snapshot write
                 self._skip(key.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
@@ -430,14 +431,6 @@ def source_key(path: Path) -> str:
         return str(path.resolve())
     except (OSError, RuntimeError):  # a symlink loop
         return str(path.absolute())
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _under(path: Path, root: Path) -> bool:

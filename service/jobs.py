@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from index import IngestError, IngestReport, SnapshotError, ingest
 from index.config import IndexConfig
-from index.documents import discover
+from index.documents import discover, is_utf8
 from service import logs
 from service.engine import QAEngine
 from service.errors import ApiError
@@ -56,7 +56,7 @@ def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
     for raw in raw_paths or ["."]:
         if "\x00" in raw:
             raise ApiError(422, "invalid_path", "paths must not contain NUL characters")
-        if not _utf8(raw):  # a lone surrogate (JSON allows "\ud800") cannot name a file
+        if not is_utf8(raw):  # a lone surrogate (JSON allows "\ud800") cannot name a file
             raise ApiError(422, "invalid_path", "paths must be valid Unicode text (no lone surrogates)")
         given = Path(raw)
         candidate = given if given.is_absolute() else root / given
@@ -82,14 +82,6 @@ def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
                                    f"{raw!r} holds {str(shown)!r}, a link that resolves outside the corpus root")
         out.append(resolved)
     return out
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _normalise(p: Path) -> list[str]:
