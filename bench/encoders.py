@@ -1,8 +1,9 @@
 """Query encoder cost: the embedding backends side by side, for speed and for retrieval quality.
 
 Backends (`index.embedder.BACKENDS`): "torch" (sentence-transformers as shipped, fp32),
-"onnx" (the same model exported locally to ONNX, run by onnxruntime) and "onnx-int8"
-(that export with dynamically quantised int8 weights). All three are loaded in one
+"onnx" (the same model exported locally to ONNX and run by onnxruntime on one thread for a
+few texts, torch for batches: what the service runs by default on the CPU) and "onnx-int8"
+(that export with dynamically quantised int8 weights, for every text). All three are loaded in one
 process and timed interleaved (question by question, round by round), so background
 load on this shared machine falls on each alike; onnxruntime gets as many threads as
 torch uses. Quality: the labelled set (data/questions.jsonl over data/notes) through the
@@ -11,11 +12,12 @@ and, label-free, how many of each leaf's 10 nearest leaves a backend keeps from 
 
 The labelled-set rule for a new default: MRR@10 within 0.005 of torch, one question at
 least 1.25x faster (wall and CPU time) and batch work per CPU-second no lower. onnx-int8
-meets it here, yet torch stays the default: the labelled corpus has 33 leaves, and on
+meets it here, yet it is not the default: the labelled corpus has 33 leaves, and on
 1,700 leaves of the Python docs int8 changes about 9% of each leaf's top-10 neighbours
 (12% of top-1s), which a set that small cannot judge; int8 vectors also differ from those
-in snapshots built by torch. onnx (fp32) gives torch's vectors exactly and a question in
-less than half the time, but embeds batches more slowly.
+in snapshots built by torch. onnx (fp32) gives torch's vectors (to 1e-5) and a question in
+less than half the time; its batches are torch's (the export embedded them more slowly), so
+its batch column measures torch again.
 
     python -m bench.encoders [--backends torch,onnx,onnx-int8] [--rounds 2] [--leaves 256]
 """
@@ -169,7 +171,7 @@ def main(backends: tuple[str, ...] = ("torch", "onnx", "onnx-int8"), rounds: int
             f"| {m.get('answer F1', float('nan')):.3f} |")
     if skipped:
         lines += ["", f"- not run: {', '.join(skipped)} (onnxruntime and onnx are not installed: "
-                      "pip install 'notesrag[bench]')"]
+                      "pip install onnxruntime onnx)"]
     if mrr:
         lines.append("")
         for b in backends[1:]:

@@ -12,7 +12,12 @@ background load. Requests send `Cache-Control: no-cache` (every one does the
 full work) except in the row marked cached. The client runs on the same
 machine as the server, so both share its cores.
 
-    python -m bench.serve [--requests 300] [--concurrency 1,4,16,64]
+One server runs per question-encoder backend (`NOTESRAG_EMBED_BACKEND`, default
+"auto,torch": ONNX for questions, and sentence-transformers' torch as shipped),
+all started before the first row and loaded in turn at each concurrency level.
+The llama-index baseline embeds with torch, as `HuggingFaceEmbedding` would.
+
+    python -m bench.serve [--requests 300] [--concurrency 1,4,16,64] [--backends auto,torch]
 """
 
 from __future__ import annotations
@@ -78,8 +83,9 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def start_server(index_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NOTESRAG_INDEX_DIR": str(index_dir), "NOTESRAG_RATE_LIMIT_PER_MINUTE": "0"}
+def start_server(index_dir: Path, port: int, log: Path, backend: str = "auto") -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTESRAG_INDEX_DIR": str(index_dir), "NOTESRAG_RATE_LIMIT_PER_MINUTE": "0",
+           "NOTESRAG_EMBED_BACKEND": backend}
     env.pop("NOTESRAG_API_KEYS", None)
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
@@ -105,7 +111,7 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 1
 
 
 async def load(url: str, qs: list[str], concurrency: int, total: int, cached: bool = False,
-               offset: int = 0) -> Row:
+               offset: int = 0, backend: str | None = None) -> Row:
     import httpx
 
     headers = {} if cached else {"Cache-Control": "no-cache"}
@@ -133,6 +139,8 @@ async def load(url: str, qs: list[str], concurrency: int, total: int, cached: bo
         await asyncio.gather(*(worker(c) for _ in range(concurrency)))
         seconds = time.perf_counter() - t0
     label = "notesrag /v1/ask (cached answers)" if cached else "notesrag /v1/ask over HTTP"
+    if backend:
+        label += f", encoder {backend}"
     return Row(label, concurrency, total, errors, seconds, latencies)
 
 
@@ -183,7 +191,7 @@ class Baselines:
 
 
 
-def table(rows: list[tuple[Row, float]], baselines: list[Row], rss: tuple[float, float]) -> list[str]:
+def table(rows: list[tuple[Row, float]], baselines: list[Row], rss: dict[str, tuple[float, float]]) -> list[str]:
     lines = ["| contender | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms "
              "| llama-index q/s, measured right after | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r, base in rows:
@@ -193,47 +201,60 @@ def table(rows: list[tuple[Row, float]], baselines: list[Row], rss: tuple[float,
         lines.append(f"| {b.contender} (all runs pooled) | 1 | {b.requests} | 0 | {b.rate:.1f} | "
                      f"{b.pct(50):.1f} | {b.pct(95):.1f} | {b.pct(99):.1f} | | |")
     lines.append("")
-    lines.append(f"server process RSS after the run: {rss[0]:.0f} MB (peak {rss[1]:.0f} MB)")
+    for backend, (now, peak) in rss.items():
+        lines.append(f"server process RSS after the run, encoder {backend}: {now:.0f} MB (peak {peak:.0f} MB)")
     return lines
 
 
-async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 60) -> list[str]:
+async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 60,
+              backends: tuple[str, ...] = ("auto", "torch")) -> list[str]:
     """Each load row is followed at once by the in-process baselines, so that the ratio compares
     measurements taken under the same background load (this machine is shared)."""
     qs = questions()
     with tempfile.TemporaryDirectory() as tmp:
         if index_dir is None:
-            from index import ingest_sync
+            from index.pipeline import ingest
 
             index_dir = Path(tmp) / "index"
-            ingest_sync([ROOT / "data" / "notes"], index_dir)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = Path(tmp) / "server.log"
-        proc = start_server(index_dir, port, log)
+            await ingest([ROOT / "data" / "notes"], index_dir)
+        urls: dict[str, str] = {}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        logs: dict[str, Path] = {}
+        rows: list[tuple[Row, float]] = []
         try:
+            for b in backends:
+                port = free_port()
+                urls[b] = f"http://127.0.0.1:{port}"
+                logs[b] = Path(tmp) / f"server-{b}.log"
+                procs[b] = start_server(index_dir, port, logs[b], b)
             baselines = Baselines(index_dir)
-            await wait_ready(url, proc)
-            await load(url, qs, 4, 40)  # warm-up: threads, allocator, first batches
-            rows: list[tuple[Row, float]] = []
+            for b in backends:
+                await wait_ready(urls[b], procs[b])
+                await load(urls[b], qs, 4, 40)  # warm-up: threads, allocator, first batches
             plan = [(c, False) for c in levels] + [(16, True)]  # the last row: answers cached above
             for c, cached in plan:
-                row = await load(url, qs, c, n, cached=cached, offset=c)
-                rows.append((row, baselines.measure(qs, base_n, offset=c)[LLAMA].rate))
-            rss = rss_mb(proc.pid)
+                for b in backends:
+                    row = await load(urls[b], qs, c, n, cached=cached, offset=c,
+                                     backend=b if len(backends) > 1 else None)
+                    rows.append((row, baselines.measure(qs, base_n, offset=c)[LLAMA].rate))
+            rss = {b: rss_mb(p.pid) for b, p in procs.items()}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for p in procs.values():
+                p.terminate()
+            for p in procs.values():
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
         if any(r.errors for r, _ in rows):
-            print(log.read_text()[-3000:], file=sys.stderr)
+            for log in logs.values():
+                print(log.read_text()[-3000:], file=sys.stderr)
     return table(rows, baselines.pooled(), rss)
 
 
-def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None) -> list[str]:
-    return asyncio.run(run(levels or [1, 4, 16, 64], n, index_dir))
+def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None,
+         backends: tuple[str, ...] = ("auto", "torch")) -> list[str]:
+    return asyncio.run(run(levels or [1, 4, 16, 64], n, index_dir, backends=backends))
 
 
 if __name__ == "__main__":
@@ -241,6 +262,8 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--index-dir", type=Path, help="an existing index [default: build one from data/notes]")
+    ap.add_argument("--backends", default="auto,torch", help="question-encoder backends, one server each")
     a = ap.parse_args()
-    lines = main([int(c) for c in a.concurrency.split(",")], a.requests, a.index_dir)
+    lines = main([int(c) for c in a.concurrency.split(",")], a.requests, a.index_dir,
+                 tuple(a.backends.split(",")))
     print("\n".join(lines))

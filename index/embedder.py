@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -15,10 +16,16 @@ import numpy as np
 if TYPE_CHECKING:
     from index.onnx_backend import OnnxEncoder
 
+log = logging.getLogger("notesrag.embedder")
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-# "torch": sentence-transformers as it ships. "onnx" / "onnx-int8": the same model exported
-# locally to ONNX (int8: dynamically quantised weights) and run by onnxruntime on the CPU.
+# "torch": sentence-transformers as it ships. "onnx": the same model exported locally to ONNX
+# and run by onnxruntime on the CPU for a few texts at a time (questions), torch for batches;
+# both give the same vectors. "onnx-int8": every text through the export with dynamically
+# quantised int8 weights (other vectors, quality measured by bench/encoders.py). "auto": "onnx"
+# on the CPU, falling back to "torch" if the export fails; "torch" on a GPU.
 BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 # On the CPU, torch encodes this few texts (a question, or a micro-batch of them) on one
 # thread. With two OpenMP threads on 2 shared cores a single question took p50 6-7 ms but
 # p90 170-420 ms and p99 about 500 ms (a thread waiting for a core at every barrier); on
@@ -62,8 +69,8 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: str | None = None, device: str = "auto", backend: str = "torch") -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend not in BACKEND_CHOICES:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
@@ -87,14 +94,20 @@ class SentenceTransformerEmbedder:
             raise ValueError(f"model {location} does not report an embedding dimension")
         self.dim = int(dim)
         self.default_batch_size = 256 if self.device.startswith("cuda") else 32
-        self.backend = backend
         self._onnx: OnnxEncoder | None = None
-        if backend != "torch":
+        if backend == "auto":
+            backend = "onnx" if self.device == "cpu" else "torch"
+            if backend == "onnx":
+                try:
+                    self._onnx = _onnx_encoder(self._model, location, "onnx")
+                except Exception as e:  # the export is an optimisation: never fatal for "auto"
+                    log.warning("ONNX query encoder unavailable (%s); using torch", e)
+                    backend = "torch"
+        elif backend != "torch":
             if self.device != "cpu":
                 raise ValueError(f"backend {backend} runs on the CPU only, got device {self.device!r}")
-            from index.onnx_backend import OnnxEncoder
-
-            self._onnx = OnnxEncoder(self._model, location, quantize=backend == "onnx-int8")
+            self._onnx = _onnx_encoder(self._model, location, backend)
+        self.backend = backend
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
@@ -103,7 +116,7 @@ class SentenceTransformerEmbedder:
         # One forward pass at a time: torch already uses every core for one batch,
         # and concurrent calls would only fight over them.
         with self._lock:
-            if self._onnx is not None:
+            if self._onnx is not None and (self.backend == "onnx-int8" or len(texts) <= FEW_TEXTS):
                 return self._onnx.encode(texts, batch_size or self.default_batch_size)
             with _one_thread(self.device == "cpu" and len(texts) <= FEW_TEXTS):
                 vecs = self._model.encode(
@@ -114,6 +127,14 @@ class SentenceTransformerEmbedder:
 
     def token_count(self, text: str) -> int:
         return len(self._model.tokenizer.tokenize(text))
+
+
+def _onnx_encoder(st_model: object, location: str, backend: str) -> OnnxEncoder:
+    from index.onnx_backend import OnnxEncoder
+
+    if backend == "onnx":  # questions only: one thread, as torch gets for a few texts
+        return OnnxEncoder(st_model, location, threads=1)
+    return OnnxEncoder(st_model, location, quantize=True)
 
 
 @contextlib.contextmanager

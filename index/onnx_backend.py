@@ -122,7 +122,7 @@ class OnnxEncoder:
             import onnxruntime as ort
         except ImportError:
             raise ImportError("the onnx backends need onnxruntime and onnx: "
-                              "pip install 'notesrag[bench]'") from None
+                              "pip install onnxruntime onnx") from None
         import torch
 
         self.pooling, self.normalize = _pooling(st_model)

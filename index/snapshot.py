@@ -242,6 +242,6 @@ def manifest_dict(snapshot: Snapshot) -> dict[str, Any]:
     m = snapshot.manifest
     return {
         "version": snapshot.version, "model": m.model, "dim": m.dim, "chunk_sizes": m.chunk_sizes,
-        "index_kind": snapshot.vectors.kind, "faiss_on_gpu": snapshot.vectors.on_gpu,
+        "index_kind": snapshot.vectors.kind, "faiss_on_gpu": snapshot.vectors.search_device == "gpu",
         "files": len(m.files), "nodes": m.nodes, "leaves": m.leaves, "created_at": m.created_at,
     }

@@ -39,7 +39,7 @@ def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
 def build_engine(settings: Settings, metrics: Metrics) -> QAEngine:
     answerers, default = build_answerers(settings)
     return QAEngine(
-        settings.index_dir, lambda: get_embedder(settings.model, settings.device), answerers,
+        settings.index_dir, lambda: get_embedder(settings.model, settings.device, settings.embed_backend), answerers,
         default_answerer=default, merge_threshold=settings.merge_threshold,
         batch_window_s=settings.batch_window_ms / 1000, batch_max=settings.batch_max,
         cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,

@@ -88,7 +88,7 @@ def search(
     settings = get_settings()
     try:
         snap = load_snapshot(_index_dir(index_dir))
-        retriever = Retriever(snap, get_embedder(settings.model, settings.device),
+        retriever = Retriever(snap, get_embedder(settings.model, settings.device, settings.embed_backend),
                               merge_threshold=settings.merge_threshold)
     except SnapshotError as e:
         _fail(str(e))

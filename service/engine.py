@@ -362,6 +362,7 @@ class QAEngine:
         served = self.current()
         assert self.embedder is not None
         return {**manifest_dict(served.snapshot), "device": self.embedder.device,
+                "encoder_backend": getattr(self.embedder, "backend", "torch"),
                 "answerer": self.default_answerer}
 
     def answerer(self, name: str | None) -> Answerer:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     corpus_root: Path = Path("data/notes")
     model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     device: str = "auto"
+    # How the service encodes questions (index.embedder.BACKENDS): "auto" is ONNX on the CPU
+    # (the same vectors as torch, a question in less than half the time), torch on a GPU.
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     chunk_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [2048, 512, 128])
     chunk_overlap: int = 20
     hnsw_threshold: int = 100_000

@@ -1,0 +1,81 @@
+"""Embedding backends: the ONNX question encoder gives torch's vectors; "auto" never fails a start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.embedder import FEW_TEXTS, SentenceTransformerEmbedder
+
+QUESTIONS = ["What is Huber loss?", "how do I tune num_leaves in LightGBM", "x" * 3000, "?"]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> None:
+    monkeypatch_module.setenv("NOTESRAG_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx")))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(onnx_cache: None) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(device="cpu", backend="auto")
+
+
+def test_auto_on_the_cpu_is_onnx(onnx_embedder: SentenceTransformerEmbedder) -> None:
+    assert onnx_embedder.backend == "onnx"
+
+
+def test_onnx_questions_equal_torch(onnx_embedder: SentenceTransformerEmbedder, embedder) -> None:
+    got = onnx_embedder.encode(QUESTIONS)
+    want = embedder.encode(QUESTIONS)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_batches_go_through_torch(onnx_embedder: SentenceTransformerEmbedder, embedder,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [f"note {i}: gradient boosting with {i} leaves" for i in range(FEW_TEXTS + 1)]
+    calls: list[int] = []
+    assert onnx_embedder._onnx is not None
+    real = onnx_embedder._onnx.encode
+    monkeypatch.setattr(onnx_embedder._onnx, "encode", lambda t, b=32: calls.append(len(t)) or real(t, b))
+    np.testing.assert_allclose(onnx_embedder.encode(texts), embedder.encode(texts), atol=1e-5)
+    assert calls == []  # a batch: torch
+    onnx_embedder.encode(texts[:FEW_TEXTS])
+    assert calls == [FEW_TEXTS]  # a few texts: onnxruntime
+
+
+def test_int8_stays_close(onnx_cache: None, embedder) -> None:
+    int8 = SentenceTransformerEmbedder(device="cpu", backend="onnx-int8")
+    assert int8.backend == "onnx-int8"
+    cos = (int8.encode(QUESTIONS) * embedder.encode(QUESTIONS)).sum(axis=1)
+    assert cos.min() > 0.97
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                        embedder) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("NOTESRAG_ONNX_CACHE", str(blocker))
+    e = SentenceTransformerEmbedder(device="cpu", backend="auto")
+    assert e.backend == "torch" and e._onnx is None
+    np.testing.assert_allclose(e.encode(QUESTIONS[:2]), embedder.encode(QUESTIONS[:2]), atol=1e-6)
+
+
+def test_onnx_asked_for_by_name_fails_loudly(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("NOTESRAG_ONNX_CACHE", str(blocker))
+    with pytest.raises(OSError):
+        SentenceTransformerEmbedder(device="cpu", backend="onnx")
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, onnx, onnx-int8"):
+        SentenceTransformerEmbedder(device="cpu", backend="tensorrt")
