@@ -1,9 +1,9 @@
 # notesrag: one image for the API (uvicorn) and the ingestion job (`notesrag ingest`).
-# CPU by default; `--build-arg EXTRAS=gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124`
+# CPU by default (with pymilvus for the Milvus backend); `--build-arg EXTRAS=gpu,milvus --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124`
 # for an NVIDIA host (docker-compose.yml's `gpu` profile does this).
 FROM python:3.11-slim
 
-ARG EXTRAS=""
+ARG EXTRAS="milvus"
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONUNBUFFERED=1 \
@@ -22,7 +22,7 @@ COPY index ./index
 COPY service ./service
 COPY eval ./eval
 RUN pip install ".${EXTRAS:+[${EXTRAS}]}" \
-    && if [ "${EXTRAS}" = "gpu" ]; then \
+    && if echo ",${EXTRAS}," | grep -q ",gpu,"; then \
          # faiss-cpu and faiss-gpu both install the `faiss` module: keep only the GPU build
          pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps "faiss-gpu-cu12>=1.8"; \
        fi

@@ -47,7 +47,7 @@ def test_api_runs_uvicorn_workers_on_port_8000_with_keys(compose: dict[str, Any]
 
     assert callable(getattr(importlib.import_module(module), factory))
     assert cmd[cmd.index("--port") + 1] == "8000" and cmd[cmd.index("--host") + 1] == "0.0.0.0"
-    assert "8000:8000" in api["ports"]
+    assert "ports" not in api and api["expose"] == ["8000"]  # replicas: only the load balancer publishes
     assert ":?" in api["environment"]["NOTESRAG_API_KEYS"]  # compose refuses to start without keys
 
 
@@ -78,10 +78,45 @@ def test_gpu_profile_uses_the_nvidia_runtime_and_faiss_gpu(compose: dict[str, An
         device = svc["deploy"]["resources"]["reservations"]["devices"][0]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
         assert svc["environment"]["NOTESRAG_DEVICE"] == "cuda"
-    assert compose["services"]["ingest-gpu"]["build"]["args"]["EXTRAS"] == "gpu"
+    assert compose["services"]["ingest-gpu"]["build"]["args"]["EXTRAS"] == "gpu,milvus"
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "faiss-gpu" in dockerfile and "ARG EXTRAS" in dockerfile
     for line in dockerfile.splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), src
+
+
+def test_replicas_behind_nginx(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    api, lb = services["api"], services["lb"]
+    replicas = api["deploy"]["replicas"]
+    assert replicas.startswith("${NOTESRAG_REPLICAS:-") and int(replicas.split(":-")[1].rstrip("}")) >= 2
+    assert lb["image"].startswith("nginx:") and "8000:8000" in lb["ports"]
+    assert lb["depends_on"]["api"]["condition"] == "service_healthy"  # api's health check is /readyz
+    assert "/readyz" in " ".join(lb["healthcheck"]["test"])
+    conf_source, conf_target = lb["volumes"][0].split(":")[:2]
+    assert conf_target == "/etc/nginx/nginx.conf"
+    conf = (ROOT / conf_source).read_text()
+    assert "server api:8000 resolve" in conf and "resolver 127.0.0.11" in conf  # every replica, re-resolved
+    assert "proxy_buffering off" in conf  # server-sent events pass as they come
+    assert "http_503" in conf.split("proxy_next_upstream ")[1].split(";")[0]  # not-ready replicas skipped
+    assert conf.count("{") == conf.count("}")
+
+
+def test_milvus_profile(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    milvus = services["milvus"]
+    assert milvus["profiles"] == ["milvus"] and milvus["image"].startswith("milvusdb/milvus:")
+    assert milvus["command"] == ["milvus", "run", "standalone"]
+    assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+    assert "milvus" in compose["volumes"]
+    for name in ("api", "ingest"):
+        dep = services[name]["depends_on"]["milvus"]
+        assert dep == {"condition": "service_healthy", "required": False}  # faiss needs no Milvus
+    env = compose["x-env"]
+    assert env["NOTESRAG_VECTOR_BACKEND"] == "${NOTESRAG_VECTOR_BACKEND:-faiss}"
+    from service.settings import Settings
+
+    fields = Settings.model_fields
+    assert "vector_backend" in fields and "milvus_uri" in fields
