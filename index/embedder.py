@@ -166,3 +166,34 @@ def get_embedder(model: str | None = None, device: str = "auto",
                  backend: str = "torch") -> SentenceTransformerEmbedder:
     """One loaded model per (model, device, backend) in a process."""
     return SentenceTransformerEmbedder(model, device, backend)
+
+
+def get_query_embedder(model: str | None = None, device: str = "auto", backend: str = "auto",
+                       few: int = FEW_TEXTS) -> Embedder:
+    """The service's question encoder.
+
+    "auto" or "onnx" on a CPU host: `OnnxQuestionEmbedder`, the cached ONNX export (made in a
+    child process the first time) with no torch in this process until a batch needs it; if
+    that cannot be set up, "auto" falls back to `get_embedder`. Anything else: `get_embedder`.
+    Calls of up to `few` texts (the service passes its micro-batch size) stay on ONNX.
+    """
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
+    if backend in ("auto", "onnx") and (device == "cpu" or (device == "auto" and not _cuda_possible())):
+        from index.onnx_backend import OnnxQuestionEmbedder
+
+        label = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else _model_label(model)
+        location = default_model_path() if model in (None, DEFAULT_MODEL) else model
+        try:
+            return OnnxQuestionEmbedder(location, label, lambda: get_embedder(model, "cpu", "torch"),
+                                        few=few)
+        except Exception as e:
+            if backend == "onnx":
+                raise
+            log.warning("the ONNX question encoder is unavailable (%s); loading the full model", e)
+    return get_embedder(model, device, backend)
+
+
+def _cuda_possible() -> bool:
+    """False when no NVIDIA driver is loaded, so CUDA cannot be available (torch not imported)."""
+    return Path("/dev/nvidiactl").exists()

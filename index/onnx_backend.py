@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ def cache_dir() -> Path:
 
 
 def _model_key(location: str) -> str:
-    import torch
+    # torch's version without importing torch: a question encoder that finds its export here
+    # never loads torch (see OnnxQuestionEmbedder)
+    from importlib.metadata import version
 
-    h = hashlib.sha256(torch.__version__.encode())
+    h = hashlib.sha256(version("torch").encode())
     root = Path(location)
     if root.is_dir():
         for p in sorted(root.rglob("*")):
@@ -166,14 +169,122 @@ class OnnxEncoder:
         return out
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if self.pooling == "cls":
-            vecs = hidden[:, 0]
-        elif self.pooling == "max":
-            vecs = np.where(mask[..., None] > 0, hidden, -np.inf).max(axis=1)
-        else:
-            m = mask[..., None].astype(np.float32)
-            vecs = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-        vecs = vecs.astype(np.float32)
-        if self.normalize:
-            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        return vecs
+        return _pool(hidden, mask, self.pooling, self.normalize)
+
+
+def export_path(location: str) -> Path:
+    """Where the fp32 export of the model at `location` is (or will be) cached."""
+    return cache_dir() / _model_key(location) / "model.onnx"
+
+
+def export_in_child(location: str, timeout_s: float = 600) -> Path:
+    """Export the model in a child process, so that this one never imports torch."""
+    import subprocess
+    import sys
+
+    path = export_path(location)
+    if not path.exists():
+        done = subprocess.run([sys.executable, "-m", "index.onnx_backend", location],
+                              capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0 or not path.exists():
+            raise RuntimeError(f"the ONNX export of {location} failed: {done.stderr.strip()[-1000:]}")
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class OnnxQuestionEmbedder:
+    """The `Embedder` the service runs on a CPU host: questions through the cached ONNX export,
+    tokenised by `tokenizers`, with neither torch nor sentence-transformers in the process.
+
+    That keeps the server's memory to what serving needs (torch and sentence-transformers
+    are about 540 MB of RSS once imported). A call with more than `few` texts, which only an
+    ingestion job in the service makes, loads the torch model on first use (`batch_embedder`);
+    both give the same vectors. The model folder must be a sentence-transformers
+    Transformer -> Pooling [-> Normalize] folder with a `tokenizer.json`.
+    """
+
+    backend = "onnx"
+
+    def __init__(self, location: str, model_name: str, batch_embedder: Any, *, few: int = 16) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        root = Path(location)
+        modules = [m["type"].rsplit(".", 1)[-1] for m in _read_json(root / "modules.json")]
+        if modules not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            raise ValueError(f"the onnx backend needs a Transformer -> Pooling [-> Normalize] model, got {modules}")
+        pooling_dir = next(m["path"] for m in _read_json(root / "modules.json") if m["type"].endswith("Pooling"))
+        pooling = _read_json(root / pooling_dir / "config.json")
+        modes = [m for m in ("cls", "mean", "max") if pooling.get(f"pooling_mode_{m}_token" if m == "cls"
+                                                                   else f"pooling_mode_{m}_tokens")]
+        if len(modes) != 1 or pooling.get("pooling_mode_mean_sqrt_len_tokens"):
+            raise ValueError(f"the onnx backend pools by one of mean, cls or max, got {pooling}")
+        self.pooling, self.normalize = modes[0], len(modules) == 3
+        self.dim = int(pooling["word_embedding_dimension"])
+        st_config = root / "sentence_bert_config.json"
+        max_len = int(_read_json(st_config).get("max_seq_length") or 512) if st_config.exists() else 512
+        tok_config = root / "tokenizer_config.json"
+        if tok_config.exists():
+            max_len = min(max_len, int(_read_json(tok_config).get("model_max_length") or max_len))
+        self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_len)
+        pad = self.tokenizer.padding or {}
+        self.tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
+        self.path = export_in_child(location)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one question at a time, as torch gets for a few texts
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.model_name, self.device, self.few = model_name, "cpu", few
+        self._batch_embedder = batch_embedder
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) > self.few:
+            embedder = self._batch_embedder()  # torch, loaded on first use
+            out: np.ndarray = embedder.encode(texts, batch_size)
+            return out
+        with self._lock:
+            encs = self.tokenizer.encode_batch(texts)
+            feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                     "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                     "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+            feeds = {n: feeds[n] for n in self.inputs}
+            hidden = self.session.run(None, feeds)[0]
+        return _pool(hidden, feeds["attention_mask"], self.pooling, self.normalize)
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
+    if pooling == "cls":
+        vecs = hidden[:, 0]
+    elif pooling == "max":
+        vecs = np.where(mask[..., None] > 0, hidden, -np.inf).max(axis=1)
+    else:
+        m = mask[..., None].astype(np.float32)
+        vecs = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    if normalize:
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    return vecs
+
+
+if __name__ == "__main__":  # python -m index.onnx_backend MODEL_FOLDER: export it into the cache
+    import sys
+
+    from sentence_transformers import SentenceTransformer
+
+    folder = sys.argv[1]
+    target = export_path(folder)
+    if not target.exists():
+        export(SentenceTransformer(folder, device="cpu"), target)
+    print(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index import get_embedder
+from index.embedder import FEW_TEXTS, get_query_embedder
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -39,11 +40,12 @@ def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
 def build_engine(settings: Settings, metrics: Metrics) -> QAEngine:
     answerers, default = build_answerers(settings)
     return QAEngine(
-        settings.index_dir, lambda: get_embedder(settings.model, settings.device, settings.embed_backend), answerers,
+        settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
+                                   few=max(FEW_TEXTS, settings.batch_max)), answerers,
         default_answerer=default, merge_threshold=settings.merge_threshold,
         batch_window_s=settings.batch_window_ms / 1000, batch_max=settings.batch_max,
         cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,
-        thread_init=lambda: configure_threads(settings),
+        thread_init=lambda: configure_threads(settings), index_config=settings.index_config(),
     )
 
 
@@ -53,7 +55,7 @@ def configure_threads(settings: Settings) -> None:
     FAISS's OpenMP setting is per thread here (it depends on which libgomp loaded first), so
     the engine's worker threads call this too, as their executors' initializer.
     """
-    if settings.torch_threads:
+    if settings.torch_threads and "torch" in sys.modules:  # the ONNX question encoder needs no torch
         import torch
 
         torch.set_num_threads(settings.torch_threads)

@@ -79,3 +79,36 @@ def test_onnx_asked_for_by_name_fails_loudly(tmp_path, monkeypatch: pytest.Monke
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="backend must be one of auto, torch, onnx, onnx-int8"):
         SentenceTransformerEmbedder(device="cpu", backend="tensorrt")
+
+
+def test_the_service_encoder_runs_without_torch(tmp_path, embedder) -> None:
+    """The question encoder the service loads on a CPU host imports neither torch nor
+    sentence-transformers, exports the model in a child process the first time, and gives
+    torch's vectors; a batch (an ingestion job) loads torch and still agrees."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import json, sys
+from index.embedder import get_query_embedder
+e = get_query_embedder(device="cpu", few=4)
+out = {"backend": e.backend, "dim": e.dim, "model": e.model_name,
+       "q": e.encode(json.loads(sys.argv[1])).tolist(),
+       "torch_before_batch": "torch" in sys.modules or "sentence_transformers" in sys.modules}
+out["batch"] = e.encode([f"note {i}" for i in range(5)]).tolist()
+out["torch_after_batch"] = "torch" in sys.modules
+print(json.dumps(out))
+"""
+    env = {**os.environ, "NOTESRAG_ONNX_CACHE": str(tmp_path / "onnx"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(QUESTIONS)], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "onnx" and out["dim"] == 384 and out["model"] == "all-MiniLM-L6-v2"
+    assert out["torch_before_batch"] is False and out["torch_after_batch"] is True
+    assert list((tmp_path / "onnx").rglob("model.onnx"))  # exported by the child process
+    np.testing.assert_allclose(np.array(out["q"], dtype=np.float32), embedder.encode(QUESTIONS), atol=1e-5)
+    batch = [f"note {i}" for i in range(5)]
+    np.testing.assert_allclose(np.array(out["batch"], dtype=np.float32), embedder.encode(batch), atol=1e-5)
