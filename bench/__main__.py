@@ -44,6 +44,9 @@ SECTIONS = (
      {"sizes": (10_000, 100_000), "queries": 500, "ef_search": (64, 128, 256)}),
     # About 2 minutes here: three backends loaded side by side, one round, a labelled-set run each.
     ("Query encoder backends (bench.encoders)", "bench.encoders", {"rounds": 1, "leaves": 128}),
+    # About 2 minutes here, most of it writing 100k rows into Milvus Lite and its slow searches.
+    ("Vector backends: FAISS and Milvus (bench.vector_backends)", "bench.vector_backends",
+     {"sizes": (10_000, 100_000), "queries": 200, "budget_s": 20.0}),
 )
 
 

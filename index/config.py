@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from index.chunking import DEFAULT_CHUNK_SIZES, check_chunk_sizes
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
+VECTOR_BACKENDS = ("faiss", "milvus")
+MILVUS_INDEX_TYPES = ("FLAT", "HNSW")
+# Milvus names: a letter or underscore, then letters, digits and underscores. A generation
+# suffix (`_g` and 8 hex digits, index.milvus) is appended, so the name stays under 245.
+_MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -19,12 +25,36 @@ class IndexConfig:
     hnsw_threshold: int = 100_000
     max_file_bytes: int = MAX_FILE_BYTES
     queue_size: int = 8
+    # Where leaf vectors live: "faiss" (a file in each snapshot, the default) or "milvus"
+    # (index.milvus). milvus_uri None: Milvus Lite in <index_dir>/milvus.db; else a server URL
+    # or another Lite file. The token never reaches a snapshot, a log or a repr.
+    vector_backend: str = "faiss"
+    milvus_uri: str | None = field(default=None, repr=False)  # may hold user:password@
+    milvus_token: str | None = field(default=None, repr=False)
+    milvus_collection: str | None = None  # None: derived from the index directory
+    milvus_index_type: str = "FLAT"  # exact, as FAISS's flat index; "HNSW" for large collections
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunk_sizes", check_chunk_sizes(self.chunk_sizes))
+        if self.milvus_uri is not None and not self.milvus_uri.strip():
+            object.__setattr__(self, "milvus_uri", None)  # an empty variable: not set
         if self.max_file_bytes <= 0:
             raise ValueError(f"max_file_bytes must be positive, got {self.max_file_bytes}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.hnsw_threshold <= 0:
             raise ValueError(f"hnsw_threshold must be positive, got {self.hnsw_threshold}")
+        if self.vector_backend not in VECTOR_BACKENDS:
+            raise ValueError(f"vector backend must be one of {', '.join(VECTOR_BACKENDS)}, "
+                             f"got {self.vector_backend!r}")
+        if self.milvus_index_type not in MILVUS_INDEX_TYPES:
+            raise ValueError(f"milvus index type must be one of {', '.join(MILVUS_INDEX_TYPES)}, "
+                             f"got {self.milvus_index_type!r}")
+        if self.milvus_collection is not None and not _MILVUS_NAME.fullmatch(self.milvus_collection):
+            raise ValueError("milvus collection name must start with a letter or underscore and hold "
+                             f"only letters, digits and underscores (at most 200), got {self.milvus_collection!r}")
+        if self.milvus_uri is not None and not (
+                "://" in self.milvus_uri or self.milvus_uri.strip().endswith(".db")):
+            # (the value is not repeated: it may hold a password)
+            raise ValueError("milvus_uri must be a server URL such as http://milvus:19530 or a Milvus "
+                             "Lite file ending in .db")

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from index.backends import open_vectors
 from index.chunking import Chunker
 from index.config import IndexConfig
 from index.documents import (
@@ -53,7 +54,6 @@ from index.snapshot import (
     write_snapshot,
 )
 from index.tree import Node, NodeTree, vector_id
-from index.vectors import FaissIndex
 
 log = logging.getLogger("notesrag.ingest")
 
@@ -184,10 +184,8 @@ class _Run:
     # -- orchestration --------------------------------------------------------------
     async def go(self) -> IngestReport:
         self.old = await asyncio.to_thread(self._load_old)
-        if self.old is not None:
-            self.vectors = self.old.vectors
-        else:
-            self.vectors = FaissIndex(self.embedder.dim, "flat", self.config.hnsw_threshold)
+        self.vectors = await asyncio.to_thread(open_vectors, self.config, self.embedder.dim, self.index_dir,
+                                               self.tree, self.old)
         self.chunker = Chunker(self.config.chunk_sizes, self.config.chunk_overlap)
         paths = await asyncio.to_thread(lambda: list(discover(self.roots)))
         self.report.files_total = len(paths)
@@ -218,7 +216,7 @@ class _Run:
     def _load_old(self) -> Snapshot | None:
         if self.rebuild or current_path(self.index_dir) is None:
             return None
-        snap = load_snapshot(self.index_dir)
+        snap = load_snapshot(self.index_dir, config=self.config)
         check_compatible(snap.manifest, self.embedder.model_name, self.embedder.dim, snap.path)
         m = snap.manifest
         if tuple(m.chunk_sizes) != self.config.chunk_sizes or m.chunk_overlap != self.config.chunk_overlap:

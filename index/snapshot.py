@@ -5,11 +5,16 @@ Layout of an index directory::
     index_dir/
       CURRENT                 name of the live snapshot (replaced atomically)
       snap-<time>-<rand>/     manifest.json tree.json vectors.faiss bm25/ sentences.npz
+                              (Milvus backend: vector_ids.npy instead of vectors.faiss)
       .tmp-<pid>-<rand>/      a snapshot being written (never loaded)
 
 A snapshot is complete once it has been renamed from `.tmp-*`; `CURRENT` is
 switched only after that, by `os.replace`, so a reader sees the old snapshot
 or the new one and never a partial one, whenever the writer dies.
+
+The manifest's `backend` says where leaf vectors are: "faiss" (the file in the snapshot,
+the default) or "milvus" (rows of a shared collection, see index.milvus for how a
+snapshot stays immutable there).
 """
 
 from __future__ import annotations
@@ -20,18 +25,23 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from index.lexical import BM25Index
 from index.sentences import SentenceStore
 from index.tree import NodeTree
-from index.vectors import FaissIndex
+from index.vectors import FaissIndex, VectorIndex
+
+if TYPE_CHECKING:
+    from index.config import IndexConfig
 
 FORMAT_VERSION = 2  # 2: vector ids hash the node id; sentences continue over lower-case lines
 CURRENT = "CURRENT"
 KEEP_SNAPSHOTS = 3
+FAISS_FILE = "vectors.faiss"
 
 
 class SnapshotError(Exception):
@@ -44,6 +54,10 @@ class SnapshotNotFound(SnapshotError):
 
 class SnapshotMismatchError(SnapshotError):
     """The snapshot was built with another embedding model or dimension."""
+
+
+class SnapshotUnavailable(SnapshotError):
+    """The snapshot is fine but the store holding its vectors cannot be reached now; try again."""
 
 
 @dataclass
@@ -67,9 +81,14 @@ class Manifest:
     sentences: int = 0
     created_at: str = ""
     format_version: int = FORMAT_VERSION
+    backend: str = "faiss"  # where leaf vectors are: "faiss" or "milvus"
+    vector_store: dict[str, str] = field(default_factory=dict)  # milvus: URI (no secret), collection
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
+        d = asdict(self)
+        if self.backend == "faiss":  # FAISS manifests stay as they were, readable by older builds
+            del d["backend"], d["vector_store"]
+        return json.dumps(d, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -88,7 +107,7 @@ class Snapshot:
     path: Path
     manifest: Manifest
     tree: NodeTree
-    vectors: FaissIndex
+    vectors: VectorIndex
     lexical: BM25Index
     sentences: SentenceStore
 
@@ -130,8 +149,12 @@ def read_manifest(index_dir: Path) -> Manifest | None:
     return None if path is None else Manifest.from_json((path / "manifest.json").read_text())
 
 
-def load_snapshot(index_dir: Path, model: str | None = None, dim: int | None = None) -> Snapshot:
-    """Load the live snapshot; with `model`/`dim` given, refuse one built with another embedder."""
+def load_snapshot(index_dir: Path, model: str | None = None, dim: int | None = None, *,
+                  config: IndexConfig | None = None) -> Snapshot:
+    """Load the live snapshot; with `model`/`dim` given, refuse one built with another embedder.
+
+    `config` says how to reach a Milvus snapshot's vectors (URI, token); FAISS needs nothing.
+    """
     path = current_path(Path(index_dir))
     if path is None:
         raise SnapshotNotFound(f"no index in {index_dir}: run `notesrag ingest PATH --index-dir {index_dir}`")
@@ -139,13 +162,24 @@ def load_snapshot(index_dir: Path, model: str | None = None, dim: int | None = N
     if model is not None or dim is not None:
         check_compatible(manifest, model or manifest.model, dim or manifest.dim, path)
     tree = NodeTree.from_records(json.loads((path / "tree.json").read_text(encoding="utf-8")))
-    vectors = FaissIndex.load(path / "vectors.faiss")
+    vectors = load_vectors(path, manifest, config)
     lexical = BM25Index.load(path / "bm25")
     sentences = SentenceStore.load(path / "sentences.npz")
     return Snapshot(path, manifest, tree, vectors, lexical, sentences)
 
 
-def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors: FaissIndex,
+def load_vectors(path: Path, manifest: Manifest, config: IndexConfig | None = None) -> VectorIndex:
+    if manifest.backend == "faiss":
+        return FaissIndex.load(path / FAISS_FILE)
+    if manifest.backend == "milvus":
+        from index.milvus import MilvusIndex
+
+        return MilvusIndex.load(path, manifest.vector_store, manifest.dim, config)
+    raise SnapshotError(f"snapshot {path} keeps its vectors in {manifest.backend!r}, "
+                        "which this build does not know (faiss or milvus)")
+
+
+def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors: VectorIndex,
                    lexical: BM25Index, sentences: SentenceStore) -> Path:
     """Write a complete snapshot aside, fsync it, rename it into place, then switch CURRENT."""
     index_dir = Path(index_dir)
@@ -156,7 +190,16 @@ def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors:
     try:
         manifest.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         (tmp / "tree.json").write_text(json.dumps(tree.to_records(), ensure_ascii=False), encoding="utf-8")
-        vectors.save(tmp / "vectors.faiss")
+        manifest.backend = vectors.backend
+        if vectors.backend == "faiss":
+            manifest.vector_store = {}
+            vectors.save(tmp / FAISS_FILE)
+        else:
+            from index.milvus import IDS_FILE, MilvusIndex
+
+            assert isinstance(vectors, MilvusIndex)
+            manifest.vector_store = vectors.describe()
+            vectors.save(tmp / IDS_FILE)
         lexical.save(tmp / "bm25")
         sentences.save(tmp / "sentences.npz")
         # the manifest last: a directory with a manifest is a finished one
@@ -175,16 +218,28 @@ def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors:
         os.fsync(f.fileno())
     os.replace(pointer, index_dir / CURRENT)
     _fsync_dir(index_dir)
-    prune(index_dir)
+    if vectors.backend == "faiss":
+        prune(index_dir)
+    else:  # rows no kept snapshot knows leave the shared collection only now
+        from index.milvus import MilvusIndex, prune_and_release
+
+        assert isinstance(vectors, MilvusIndex)
+        prune_and_release(index_dir, vectors, prune)
     return final
 
 
-def prune(index_dir: Path, keep: int = KEEP_SNAPSHOTS) -> None:
-    """Remove old snapshots (keeping the newest `keep`, the live one always) and dead writers' temp dirs."""
+def prune(index_dir: Path, keep: int = KEEP_SNAPSHOTS,
+          on_remove: Callable[[Path], None] | None = None) -> None:
+    """Remove old snapshots (keeping the newest `keep`, the live one always) and dead writers' temp dirs.
+
+    `on_remove` sees each snapshot directory just before it goes.
+    """
     live = current_path(index_dir)
     snaps = sorted((p for p in index_dir.glob("snap-*") if p.is_dir()), key=_age)
     for old in snaps[:-keep] if keep else snaps:
         if live is None or old.resolve() != live.resolve():
+            if on_remove is not None:
+                on_remove(old)
             shutil.rmtree(old, ignore_errors=True)
     for tmp in index_dir.glob(".tmp-*"):
         try:
@@ -244,4 +299,7 @@ def manifest_dict(snapshot: Snapshot) -> dict[str, Any]:
         "version": snapshot.version, "model": m.model, "dim": m.dim, "chunk_sizes": m.chunk_sizes,
         "index_kind": snapshot.vectors.kind, "faiss_on_gpu": snapshot.vectors.search_device == "gpu",
         "files": len(m.files), "nodes": m.nodes, "leaves": m.leaves, "created_at": m.created_at,
+        "vector_backend": m.backend,
+        **({"milvus": {k: m.vector_store[k] for k in ("uri", "collection", "index_type") if k in m.vector_store}}
+           if m.backend == "milvus" else {}),
     }

@@ -39,13 +39,21 @@ FEW_QUERIES = 16
 
 
 class VectorIndex(Protocol):
-    kind: str
+    """Leaf vectors by int64 id: `FaissIndex` here, `index.milvus.MilvusIndex` on Milvus."""
+
+    backend: str  # what a snapshot's manifest records: "faiss" or "milvus"
     dim: int
 
+    @property
+    def kind(self) -> str: ...
+    @property
+    def search_device(self) -> str: ...
     def __len__(self) -> int: ...
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: np.ndarray) -> int: ...
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def export(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def maybe_upgrade(self) -> None: ...
     def save(self, path: Path) -> None: ...
 
 
@@ -63,6 +71,8 @@ def _inner(kind: str, dim: int, m: int = HNSW_M, ef_construction: int = HNSW_EF_
 
 class FaissIndex:
     """Leaf vectors by int64 id; `search` returns (scores, ids), ids -1 where fewer than k exist."""
+
+    backend = "faiss"
 
     def __init__(self, dim: int, kind: str = "flat", hnsw_threshold: int = 100_000, *,
                  hnsw_m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index import Embedder, Hit, Retriever, Snapshot, SnapshotError, current_path, load_snapshot
-from index.snapshot import manifest_dict
+from index.config import IndexConfig
+from index.snapshot import SnapshotUnavailable, manifest_dict
 from service import logs
 from service.answerers import (
     Answerer,
@@ -227,10 +228,11 @@ class QAEngine:
                  default_answerer: str = "extractive", merge_threshold: float = 0.5,
                  batch_window_s: float = 0.002, batch_max: int = 32, cache_size: int = 1024,
                  reload_interval_s: float = 1.0, query_threads: int = 2, metrics: Metrics | None = None,
-                 thread_init: Callable[[], None] | None = None) -> None:
+                 thread_init: Callable[[], None] | None = None, index_config: IndexConfig | None = None) -> None:
         if default_answerer not in answerers:
             raise ValueError(f"default answerer {default_answerer!r} is not one of {sorted(answerers)}")
         self.index_dir = Path(index_dir)
+        self.index_config = index_config  # how to reach a Milvus snapshot's vectors (URI, token)
         self.embedder_factory = embedder_factory
         self.answerers = answerers
         self.default_answerer = default_answerer
@@ -316,6 +318,9 @@ class QAEngine:
                 return False
             try:
                 served = await asyncio.to_thread(self._load, path)
+            except SnapshotUnavailable as e:  # Milvus down or its Lite file held: try again next tick
+                self.last_error = str(e)
+                raise
             except (SnapshotError, OSError, ValueError) as e:
                 self.last_error, self._failed = str(e), path.name
                 raise
@@ -331,7 +336,7 @@ class QAEngine:
 
     def _load(self, path: Path) -> Served:
         assert self.embedder is not None
-        snap = load_snapshot(self.index_dir)
+        snap = load_snapshot(self.index_dir, config=self.index_config)
         retriever = Retriever(snap, self.embedder, merge_threshold=self.merge_threshold)
         if snap.path.name != path.name:
             logs.event("snapshot_moved_on", wanted=path.name, loaded=snap.path.name)

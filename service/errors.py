@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from index.snapshot import SnapshotUnavailable
 from service import logs
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -76,6 +77,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", validation_message(errors))
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logs.event("vector_store_unavailable", 40, path=request.url.path, error=str(exc))
+    return error_response(503, "vector_store_unavailable", str(exc), {"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logs.event("unhandled_error", 40, path=request.url.path, error=repr(exc))
     return error_response(500, "internal_error", "internal server error; see the server log "
@@ -86,4 +92,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SnapshotUnavailable, _store_unavailable)  # Milvus down mid-request
     app.add_exception_handler(Exception, _unexpected)

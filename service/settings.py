@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index.config import MAX_FILE_BYTES, IndexConfig
@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     chunk_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [2048, 512, 128])
     chunk_overlap: int = 20
     hnsw_threshold: int = 100_000
+    # Where leaf vectors live (index.milvus): "faiss", a file in each snapshot, or "milvus". No
+    # milvus_uri: Milvus Lite in <index_dir>/milvus.db (one process at a time); else a server
+    # such as http://milvus:19530. Snapshots record the URI without credentials, never the token.
+    vector_backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = None
+    milvus_token: SecretStr | None = None  # "user:password" or an API key
+    milvus_collection: str | None = None  # None: notesrag_<index dir name>_<8 hex>
+    milvus_index_type: Literal["FLAT", "HNSW"] = "FLAT"
     max_file_bytes: int = MAX_FILE_BYTES
     merge_threshold: float = Field(default=0.5, gt=0, le=1)
 
@@ -103,6 +111,18 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 8 characters long")
         return keys
 
+    @field_validator("milvus_uri", "milvus_collection", "milvus_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes NOTESRAG_MILVUS_URI= (empty) when it is not set
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("milvus_uri", "milvus_collection")
+    @classmethod
+    def _check_milvus(cls, value: str | None, info: ValidationInfo) -> str | None:
+        IndexConfig(**{info.field_name: value})  # type: ignore[arg-type]  # one rule, in the library
+        return value
+
     @model_validator(mode="after")
     def _check_top_k(self) -> Settings:
         if self.default_top_k > self.max_top_k:
@@ -128,6 +148,9 @@ class Settings(BaseSettings):
         return IndexConfig(
             chunk_sizes=tuple(sizes), chunk_overlap=self.chunk_overlap, model=self.model,
             device=self.device, hnsw_threshold=self.hnsw_threshold, max_file_bytes=self.max_file_bytes,
+            vector_backend=self.vector_backend, milvus_uri=self.milvus_uri,
+            milvus_token=self.milvus_token.get_secret_value() if self.milvus_token else None,
+            milvus_collection=self.milvus_collection, milvus_index_type=self.milvus_index_type,
         )
 
 
