@@ -3,11 +3,18 @@
 Each contender runs in its own process (so peak RSS is its own) on the same
 corpus, built from text that ships with Python, with the same model and the
 same leaf chunks; model loading is not timed. Run: `python -m bench.ingest`.
+
+The Ray engine (`notesrag ingest --engine ray`) runs twice: starting its own local
+Ray instance as the CLI does (Ray's start and stop timed), and joining one already
+running (as on a cluster). Both include the start of the actor pool, whose actors
+each load the model; its peak RSS is the driver's, the actors' own memory is not
+counted. A second table splits the Ray runs into their sequential phases.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -16,6 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from index.pipeline import IngestReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -65,6 +76,31 @@ def worker(kind: str, corpus: Path) -> dict[str, float]:
         t = time.perf_counter()
         emb.encode(texts)
         out["seconds"] = time.perf_counter() - t
+    elif kind in ("ray", "ray-joined"):
+        import logging
+
+        import ray.data  # before quieting its logger: importing it configures the logger
+
+        from index.ray_engine import ingest_ray_sync
+
+        if kind == "ray-joined":
+            ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
+                     logging_level=logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        marks: dict[str, float] = {}
+
+        def mark(report: IngestReport) -> None:
+            if report.leaves_embedded and "first vectors back" not in marks:
+                marks["first vectors back"] = time.perf_counter()
+            marks.setdefault(report.stage, time.perf_counter())
+
+        with tempfile.TemporaryDirectory() as idx:
+            t = time.perf_counter()
+            r = ingest_ray_sync([corpus], idx, embedder=emb, on_progress=mark)
+            out["seconds"] = time.perf_counter() - t
+            out["chunks"] = r.leaves_embedded
+            out["sentences"] = r.sentences_embedded
+        out.update({f"at {k}": v - t for k, v in marks.items()})
     elif kind == "llamaindex":
         from llama_index.core import Document, VectorStoreIndex
         from llama_index.core.node_parser import HierarchicalNodeParser, get_leaf_nodes
@@ -89,29 +125,67 @@ def _run(kind: str, corpus: Path) -> dict[str, float]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main(sizes: list[float]) -> list[str]:
+CONTENDERS = (("raw", "raw SentenceTransformer.encode, leaves"),
+              ("raw+sentences", "raw encode, leaves + their sentences (what ingest embeds)"),
+              ("ours", "notesrag ingest, end to end"),
+              ("ray", "notesrag ingest --engine ray, local Ray started by the run, {actors}"),
+              ("ray-joined", "notesrag ingest --engine ray, joining a running Ray, {actors}"),
+              ("llamaindex", "llama-index VectorStoreIndex"))
+# The Ray runs' sequential phases: each runs from its mark (seconds into the run) to the next's.
+PHASES = (("start", "set-up: chunker, discovery"), ("ingesting", "read + chunk"),
+          ("starting ray", "start or join Ray, put the leaves"),
+          ("embedding on ray", "actor pool start (model loads) to first vectors back"),
+          ("first vectors back", "embed the rest"), ("writing snapshot", "FAISS, BM25, snapshot write"),
+          ("done", "stop Ray, return"))
+
+
+def _ratio(rate: float, rates: dict[str, float], to: str) -> str:
+    return f"{rate / rates[to]:.2f}" if to in rates else "-"
+
+
+def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 1) -> list[str]:
+    """The tables. `contenders`: a subset of CONTENDERS' keys; `rounds`: runs of each, taken in
+    turn (on a shared machine, load then falls on every contender alike), the median reported."""
     from bench.corpus import build
 
+    kinds = [k for k, _ in CONTENDERS if contenders is None or k in contenders]
     lines = ["| corpus | contender | leaf chunks | s | leaf chunks/s | leaf tokens/s | peak RSS MB "
-             "| ratio to raw encode of leaves | ratio to raw encode of leaves + sentences |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| ratio to raw encode of leaves | ratio to raw encode of leaves + sentences "
+             "| ratio to notesrag ingest |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    phases = ["", "| corpus | Ray run | " + " | ".join(f"{label} s" for _, label in PHASES) + " |",
+              "|---|---|" + "---|" * len(PHASES)]
+    actors = f"{len(os.sched_getaffinity(0))} CPU actors"
     for mb in sizes:
         with tempfile.TemporaryDirectory() as d:
             files, nbytes = build(Path(d), int(mb * 1_000_000))
-            res = {k: _run(k, Path(d)) for k in ("raw", "raw+sentences", "ours", "llamaindex")}
-            raw_rate = res["raw"]["chunks"] / res["raw"]["seconds"]
-            same_rate = res["raw+sentences"]["chunks"] / res["raw+sentences"]["seconds"]
-            tok_per_chunk = res["raw"]["tokens"] / res["raw"]["chunks"]
-            for k, label in (("raw", "raw SentenceTransformer.encode, leaves"),
-                             ("raw+sentences", "raw encode, leaves + their sentences (what ingest embeds)"),
-                             ("ours", "notesrag ingest, end to end"),
-                             ("llamaindex", "llama-index VectorStoreIndex")):
-                r = res[k]
-                rate = r["chunks"] / r["seconds"]
-                lines.append(f"| {nbytes / 1e6:.2f} MB, {files} files | {label} | {r['chunks']:.0f} | "
-                             f"{r['seconds']:.1f} | {rate:.1f} | {rate * tok_per_chunk:.0f} | "
-                             f"{r['peak_rss_mb']:.0f} | {rate / raw_rate:.2f} | {rate / same_rate:.2f} |")
-    return lines
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            for _ in range(rounds):
+                for k in kinds:
+                    runs[k].append(_run(k, Path(d)))
+            res = {k: sorted(v, key=lambda r: r["seconds"])[(len(v) - 1) // 2] for k, v in runs.items()}
+            rates = {k: r["chunks"] / r["seconds"] for k, r in res.items()}
+            tok_per_chunk = res["raw"]["tokens"] / res["raw"]["chunks"] if "raw" in res else None
+            corpus = f"{nbytes / 1e6:.2f} MB, {files} files"
+
+            for k, label in CONTENDERS:
+                if k not in res:
+                    continue
+                r, rate = res[k], rates[k]
+                tokens = f"{rate * tok_per_chunk:.0f}" if tok_per_chunk else "-"
+                lines.append(f"| {corpus} | {label.format(actors=actors)} | {r['chunks']:.0f} | "
+                             f"{r['seconds']:.1f} | {rate:.1f} | {tokens} | "
+                             f"{max(x['peak_rss_mb'] for x in runs[k]):.0f} | {_ratio(rate, rates, 'raw')} | "
+                             f"{_ratio(rate, rates, 'raw+sentences')} | {_ratio(rate, rates, 'ours')} |")
+            for k in ("ray", "ray-joined"):
+                if k in res:
+                    at = [res[k].get(f"at {stage}", 0.0) for stage, _ in PHASES] + [res[k]["seconds"]]
+                    phases.append(f"| {corpus} | {k} | "
+                                  + " | ".join(f"{b - a:.1f}" for a, b in itertools.pairwise(at)) + " |")
+    if rounds > 1:
+        lines.append(f"\nmedians of {rounds} rounds (the lower middle one for an even count), contenders taken in "
+                     "turn; peak RSS: the highest")
+    return lines + (phases if len(phases) > 3 else [])
 
 
 if __name__ == "__main__":
@@ -119,8 +193,11 @@ if __name__ == "__main__":
     ap.add_argument("--worker")
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--sizes", default="0.25,1")
+    ap.add_argument("--contenders", help=f"comma-separated, of {','.join(k for k, _ in CONTENDERS)}")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each contender, in turn; medians")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(a.worker, a.corpus)))
     else:
-        print("\n".join(main([float(s) for s in a.sizes.split(",")])))
+        print("\n".join(main([float(s) for s in a.sizes.split(",")],
+                             a.contenders.split(",") if a.contenders else None, a.rounds)))

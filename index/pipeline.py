@@ -84,6 +84,7 @@ class IngestReport:
     seconds: float = 0.0
     snapshot: str | None = None
     index_kind: str = ""
+    engine: str = "asyncio"  # or, say, "ray, 2 CPU actors" (index.ray_engine)
 
     @property
     def changed(self) -> bool:
@@ -99,6 +100,8 @@ class IngestReport:
         rate = self.leaves_embedded / self.seconds if self.seconds else 0.0
         tail = (f"; {self.nodes} nodes ({self.leaves} leaves, {self.index_kind}) in snapshot {self.snapshot}; "
                 f"{len(self.skipped)} skipped; {self.seconds:.1f}s ({rate:.0f} chunks/s)")
+        if self.engine != "asyncio" and self.leaves_embedded:
+            tail += f"; embedded on {self.engine}"
         return head + tail
 
     def as_dict(self) -> dict[str, object]:
@@ -112,6 +115,48 @@ def embed_text(node: Node) -> str:
     if node.heading_path:
         return " > ".join(node.heading_path) + "\n" + node.text
     return node.text
+
+
+# A leaf as the embedding step needs it: (vector id, start of its text in the source file,
+# what is embedded for it, where its own text starts in that). Plain data, so a batch of them
+# can be shipped to another process (index.ray_engine) and turned into the same vectors there.
+LeafRow = tuple[int, int, str, int]
+
+
+def leaf_row(node: Node) -> LeafRow:
+    text = embed_text(node)
+    return vector_id(node.id), node.start, text, len(text) - len(node.text)
+
+
+@dataclass
+class EmbedInputs:
+    """The texts one batch of leaves is embedded as: the leaves', then each sentence of each leaf."""
+
+    leaf_ids: np.ndarray
+    texts: list[str]
+    owners: np.ndarray  # per sentence: its leaf's vector id
+    starts: np.ndarray  # per sentence: character span in the source file
+    ends: np.ndarray
+
+    def sentences(self, vectors: np.ndarray) -> SentenceStore:
+        """The sentence rows, given the vectors of `texts` (leaves first)."""
+        return SentenceStore(self.owners, self.starts, self.ends, vectors[len(self.leaf_ids):])
+
+
+def embedding_inputs(leaves: Sequence[LeafRow]) -> EmbedInputs:
+    texts = [text for _, _, text, _ in leaves]
+    owners: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for vid, start, text, body_at in leaves:
+        body = text[body_at:]
+        for a, b in split_sentences(body):
+            owners.append(vid)
+            starts.append(start + a)
+            ends.append(start + b)
+            texts.append(body[a:b])
+    return EmbedInputs(np.array([r[0] for r in leaves], dtype=np.int64), texts, np.array(owners, np.int64),
+                       np.array(starts, np.int64), np.array(ends, np.int64))
 
 
 @contextlib.contextmanager
@@ -143,25 +188,38 @@ async def ingest(
     another embedder (unless `rebuild`).
     """
     config = config or IndexConfig()
+    roots = checked_roots(paths)
+    emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model,
+                                                                         config.device)
+    index_dir = Path(index_dir)
+    return await run_locked(index_dir, lambda: _Run(roots, index_dir, config, emb, strict, rebuild,
+                                                    progress, on_progress))
+
+
+def checked_roots(paths: Sequence[str | Path]) -> list[Path]:
+    """The resolved paths to ingest; FileNotFoundError names the first that does not exist."""
     roots = [Path(p).resolve() for p in paths]
     if not roots:
         raise ValueError("no paths to ingest")
     for r in roots:
         if not r.exists():
             raise FileNotFoundError(f"no such file or directory: {r}")
-    index_dir = Path(index_dir)
-    if embedder is None:
-        embedder = await asyncio.to_thread(get_embedder, config.model, config.device)
+    return roots
+
+
+async def run_locked(index_dir: Path, make_run: Callable[[], _Run]) -> IngestReport:
+    """Make and run an ingestion holding the index directory's lock (one writer at a time)."""
     lock = _locked(index_dir)
     await asyncio.to_thread(lock.__enter__)
     try:
-        run = _Run(roots, index_dir, config, embedder, strict, rebuild, progress, on_progress)
-        return await run.go()
+        return await make_run().go()
     finally:
         lock.__exit__(None, None, None)
 
 
 class _Run:
+    """One ingestion. The embedding stage is `_embed_stage`: index.ray_engine overrides it."""
+
     def __init__(self, roots: list[Path], index_dir: Path, config: IndexConfig, embedder: Embedder,
                  strict: bool, rebuild: bool, progress: bool,
                  on_progress: Callable[[IngestReport], None] | None) -> None:
@@ -309,23 +367,15 @@ class _Run:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def _embed_batch(self, leaves: list[Node]) -> None:
-        texts = [embed_text(n) for n in leaves]
-        owners: list[int] = []
-        starts: list[int] = []
-        ends: list[int] = []
-        for n in leaves:
-            vid = vector_id(n.id)
-            for a, b in split_sentences(n.text):
-                owners.append(vid)
-                starts.append(n.start + a)
-                ends.append(n.start + b)
-                texts.append(n.text[a:b])
-        vecs = self.embedder.encode(texts, self.batch_size)
-        ids = np.array([vector_id(n.id) for n in leaves], dtype=np.int64)
-        self.vectors.add(ids, vecs[: len(leaves)])
-        self.new_rows.append(SentenceStore(np.array(owners, np.int64), np.array(starts, np.int64),
-                                           np.array(ends, np.int64), vecs[len(leaves):]))
-        self.report.sentences_embedded += len(owners)
+        inputs = embedding_inputs([leaf_row(n) for n in leaves])
+        vecs = self.embedder.encode(inputs.texts, self.batch_size)
+        self._add_embedded(inputs.leaf_ids, vecs[: len(leaves)], inputs.sentences(vecs))
+
+    def _add_embedded(self, leaf_ids: np.ndarray, leaf_vectors: np.ndarray, sentences: SentenceStore) -> None:
+        """Take the vectors of newly embedded leaves and of their sentences (every engine ends here)."""
+        self.vectors.add(leaf_ids, leaf_vectors)
+        self.new_rows.append(sentences)
+        self.report.sentences_embedded += len(sentences)
 
     def _finish(self) -> None:
         old_tree = self.old.tree if self.old else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import os
@@ -35,6 +36,11 @@ def _config(chunk_sizes: str | None = None) -> IndexConfig:
     return get_settings().index_config(chunk_sizes)
 
 
+class Engine(enum.StrEnum):
+    asyncio = "asyncio"
+    ray = "ray"
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -48,11 +54,20 @@ def ingest(
     strict: Annotated[bool, typer.Option(help="fail on an unreadable, binary or non-UTF-8 file")] = False,
     rebuild: Annotated[bool, typer.Option(help="ignore the existing snapshot and embed everything")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    engine: Annotated[Engine, typer.Option(help="asyncio: embed in this process; ray: embed on a Ray "
+                                           "actor pool (the scale extra)")] = Engine.asyncio,
+    address: Annotated[str | None, typer.Option(help="with --engine ray: the Ray cluster to join, as "
+                                                "`ray start --head` prints it, or auto (default: a "
+                                                "local Ray started for the run)")] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="with --engine ray: embedding actors "
+                                               "(default: one per GPU, else one per CPU)")] = None,
 ) -> None:
     """Ingest notes into the snapshot in --index-dir (incremental by content hash)."""
     from index import IngestError, SnapshotError
     from index import ingest as run_ingest
 
+    if engine is Engine.asyncio and (address is not None or actors is not None):
+        _fail(f"{'--address' if address is not None else '--actors'} needs --engine ray", 2)
     for p in paths:
         if not p.exists():
             _fail(f"no such file or directory: {p}", 2)
@@ -60,9 +75,20 @@ def ingest(
         config = _config(chunk_sizes)
     except ValueError as e:
         _fail(str(e), 2)
+    index_path = _index_dir(index_dir)
+    if engine is Engine.ray:
+        from index.ray_engine import INSTALL_HINT, ingest_ray, ray_installed
+
+        if not ray_installed():
+            _fail(INSTALL_HINT, 2)
+        # Ray Data logs each execution at INFO on the console; the progress bar is ours
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        job = ingest_ray(paths, index_path, config, address=address, actors=actors, strict=strict,
+                         rebuild=rebuild, progress=progress)
+    else:
+        job = run_ingest(paths, index_path, config, strict=strict, rebuild=rebuild, progress=progress)
     try:
-        report = asyncio.run(run_ingest(paths, _index_dir(index_dir), config, strict=strict,
-                                        rebuild=rebuild, progress=progress))
+        report = asyncio.run(job)
     except (IngestError, SnapshotError) as e:
         _fail(str(e))
     for path, reason in report.skipped.items():
@@ -87,7 +113,7 @@ def search(
         _fail(f"mode must be one of {', '.join(MODES)}, got {mode!r}", 2)
     settings = get_settings()
     try:
-        snap = load_snapshot(_index_dir(index_dir))
+        snap = load_snapshot(_index_dir(index_dir), config=_config())
         retriever = Retriever(snap, get_embedder(settings.model, settings.device, settings.embed_backend),
                               merge_threshold=settings.merge_threshold)
     except SnapshotError as e:
