@@ -132,13 +132,17 @@ def test_sigkill_during_a_milvus_ingest_keeps_the_last_snapshot_whole(tmp_path: 
     ingest_here(root, idx)
     rng = random.Random(11)
     kills = 0
-    for i in range(4):
+    # until 3 kills have landed inside a run (an incremental run is shorter than the timed full
+    # one, and on a busy machine a run may finish before its kill), at most 10 runs
+    for i in range(10):
+        if kills >= 3 and i >= 4:
+            break
         v = (i + 1) % 2
         corpus(root, v)
         before = look(idx)[0]
         p, nxt = nxt, worker()
         start(p, root, idx, rebuild=i == 2)  # mostly incremental: the same collection
-        time.sleep(rng.uniform(0.05, 1.0) * full)
+        time.sleep(rng.uniform(0.05, 1.0 if i < 4 else 0.3) * full)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
