@@ -65,7 +65,7 @@ import numpy as np
 from index.config import IndexConfig
 from index.snapshot import SnapshotError, SnapshotUnavailable
 from index.tree import NodeTree
-from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_M
+from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_M, checked_rows
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -291,12 +291,7 @@ class MilvusIndex:
         self._journal = journal_path(index_dir, self.collection)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors must have shape (n, {self.dim}), got {vectors.shape}")
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = checked_rows(ids, vectors, self.dim)
         if len(ids) == 0:
             return
         if self._journal is not None:  # before the write: whatever happens next, GC can find it

@@ -57,6 +57,16 @@ class VectorIndex(Protocol):
     def save(self, path: Path) -> None: ...
 
 
+def checked_rows(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ids, float32 vectors), contiguous; ValueError unless there is one id per `dim`-vector."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"vectors must have shape (n, {dim}), got {vectors.shape}")
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    return np.ascontiguousarray(ids, dtype=np.int64), vectors
+
+
 def _inner(kind: str, dim: int, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
            ef_search: int = HNSW_EF_SEARCH) -> faiss.Index:
     if kind == "flat":
@@ -130,12 +140,7 @@ class FaissIndex:
         return "cpu"
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors must have shape (n, {self.dim}), got {vectors.shape}")
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = checked_rows(ids, vectors, self.dim)
         if len(self._removed) and np.isin(ids, self._removed).any():
             self._compact()  # an id coming back: its hidden old vector must go for good first
         self._index.add_with_ids(vectors, ids)

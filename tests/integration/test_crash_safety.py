@@ -18,20 +18,11 @@ from pathlib import Path
 
 from index import current_path, load_snapshot
 
+HERE = str(Path(__file__).resolve().parent)  # hash_embedder.py, for the child processes
 CHILD = r"""
-import hashlib, sys
-import numpy as np
+import sys
+from hash_embedder import HashEmbedder
 from index import ingest_sync
-
-class HashEmbedder:
-    model_name, dim, device = "hash-test", 64, "cpu"
-    def encode(self, texts, batch_size=None):
-        out = np.zeros((len(texts), 64), np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
-            out[i, 0] += 1e-3
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 ingest_sync([sys.argv[1]], sys.argv[2], embedder=HashEmbedder(), rebuild=sys.argv[3] == "1")
 """
@@ -47,7 +38,7 @@ def corpus(root: Path, version: int, files: int = 40) -> None:
 
 def child(root: Path, idx: Path, rebuild: bool) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", CHILD, str(root), str(idx), "1" if rebuild else "0"],
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": HERE}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 

@@ -19,28 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hash_embedder import HashEmbedder
 
 from index import current_path, load_snapshot
 from index.tree import vector_id
 
-EMBEDDER = r"""
-import hashlib
-import numpy as np
-
-class HashEmbedder:
-    model_name, dim, device = "hash-test", 64, "cpu"
-    def encode(self, texts, batch_size=None):
-        out = np.zeros((len(texts), 64), np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
-            out[i, 0] += 1e-3
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-"""
 # A worker imports everything first and says so, then ingests when told: the kill falls in
 # the ingest, not in the imports, and the next worker warms up while this one runs.
-WORKER = EMBEDDER + r"""
+HERE = str(Path(__file__).resolve().parent)  # hash_embedder.py, for the workers
+WORKER = r"""
 import sys
+from hash_embedder import HashEmbedder
 import index.milvus, pymilvus, milvus_lite.adapter.grpc.server, bm25s
 from index.chunking import Chunker
 Chunker()  # imports llama-index
@@ -50,13 +39,10 @@ root, idx, rebuild = sys.stdin.readline().split()
 ingest_sync([root], idx, IndexConfig(vector_backend="milvus"), embedder=HashEmbedder(), rebuild=rebuild == "1")
 print("done", flush=True)
 """
-namespace: dict[str, object] = {}
-exec(EMBEDDER, namespace)
-HashEmbedder = namespace["HashEmbedder"]
 
 
 def query_vector(text: str) -> np.ndarray:
-    return HashEmbedder().encode([text])  # type: ignore[operator]
+    return HashEmbedder().encode([text])
 
 
 def corpus(root: Path, version: int, files: int = 30) -> None:
@@ -68,7 +54,7 @@ def corpus(root: Path, version: int, files: int = 30) -> None:
 
 
 def worker() -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, "-c", WORKER], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    p = subprocess.Popen([sys.executable, "-c", WORKER], env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": HERE},
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return p
 
