@@ -342,6 +342,9 @@ class IngestJobs:
             report = await ingest(job.paths, self.index_dir, self.config, embedder=self.engine.embedder,
                                   strict=job.strict, rebuild=job.rebuild, on_progress=on_progress)
             job.report = report
+            # swap before saying "succeeded": a client that sees it is served the new snapshot
+            with contextlib.suppress(Exception):  # (a failed load: the watcher tries again)
+                await self.engine.reload()
             job.status = "succeeded"
         except (IngestError, SnapshotError, OSError, ValueError) as e:
             job.status, job.error = "failed", str(e)
@@ -356,9 +359,6 @@ class IngestJobs:
         self._observe(job)
         logs.event("ingest_finished", job=job.id, status=job.status, error=job.error,
                    summary=job.report.summary() if job.report and job.status == "succeeded" else None)
-        if job.status == "succeeded":
-            with contextlib.suppress(Exception):  # the watcher retries a failed load
-                await self.engine.reload()
 
     def _observe(self, job: Job) -> None:
         m = self.metrics
