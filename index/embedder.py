@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+from index.threads import one_thread
 
 if TYPE_CHECKING:
     from index.onnx_backend import OnnxEncoder
@@ -118,7 +118,10 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._onnx is not None and (self.backend == "onnx-int8" or len(texts) <= FEW_TEXTS):
                 return self._onnx.encode(texts, batch_size or self.default_batch_size)
-            with _one_thread(self.device == "cpu" and len(texts) <= FEW_TEXTS):
+            import torch  # loaded with the model already
+
+            with one_thread(torch.get_num_threads, torch.set_num_threads,
+                            self.device == "cpu" and len(texts) <= FEW_TEXTS):
                 vecs = self._model.encode(
                     texts, batch_size=batch_size or self.default_batch_size, normalize_embeddings=True,
                     convert_to_numpy=True, show_progress_bar=False,
@@ -135,25 +138,6 @@ def _onnx_encoder(st_model: object, location: str, backend: str) -> OnnxEncoder:
     if backend == "onnx":  # questions only: one thread, as torch gets for a few texts
         return OnnxEncoder(st_model, location, threads=1)
     return OnnxEncoder(st_model, location, quantize=True)
-
-
-@contextlib.contextmanager
-def _one_thread(enabled: bool) -> Iterator[None]:
-    """torch on one intra-op thread inside the block (callers hold the embedder's lock)."""
-    if not enabled:
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _model_label(location: str) -> str:

@@ -14,13 +14,13 @@ not a rebuild of the whole graph (3-8 minutes at 1M vectors on 2 shared cores).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import faiss
 import numpy as np
+
+from index.threads import one_thread
 
 _faiss: Any = faiss  # for names missing from faiss's type stubs
 
@@ -220,7 +220,8 @@ class FaissIndex:
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
         k = min(k, len(self))
         index = self._search_index or self._prepare_search()
-        with _one_omp_thread(len(queries) <= FEW_QUERIES):
+        # (the OpenMP setting belongs to the calling thread)
+        with one_thread(faiss.omp_get_max_threads, faiss.omp_set_num_threads, len(queries) <= FEW_QUERIES):
             if len(self._removed):
                 scores, ids = index.search(queries, k, params=self._hiding_removed())
             else:
@@ -270,20 +271,6 @@ class FaissIndex:
                 self._removed = np.load(removed).astype(np.int64)
         self._index = raw
         return self
-
-
-@contextlib.contextmanager
-def _one_omp_thread(enabled: bool) -> Iterator[None]:
-    """FAISS on one OpenMP thread inside the block; the setting belongs to the calling thread."""
-    before = faiss.omp_get_max_threads()
-    if not enabled or before == 1:
-        yield
-        return
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def _removed_path(path: Path) -> Path:
