@@ -79,12 +79,7 @@ class SentenceTransformerEmbedder:
         hf_logging.disable_progress_bar()  # a bar per model load is noise in logs and CLIs
 
         self.device = resolve_device(device)
-        location = model or default_model_path()
-        # The manifest records the model by name, so a snapshot made from the packaged
-        # folder matches one made from any other copy of the same model.
-        self.model_name = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else _model_label(location)
-        if model == DEFAULT_MODEL:
-            location = default_model_path()
+        location, self.model_name = model_location(model)
         self._model = SentenceTransformer(location, device=self.device)
         if self.device.startswith("cuda"):
             self._model.half()
@@ -140,9 +135,13 @@ def _onnx_encoder(st_model: object, location: str, backend: str) -> OnnxEncoder:
     return OnnxEncoder(st_model, location, quantize=True)
 
 
-def _model_label(location: str) -> str:
-    p = Path(location)
-    return p.name if p.exists() else location
+def model_location(model: str | None) -> tuple[str, str]:
+    """(where to load `model` from, the name manifests record for it). The packaged folder and
+    any other copy of all-MiniLM-L6-v2 are recorded alike, so their snapshots match."""
+    if model is None or model == DEFAULT_MODEL:
+        return default_model_path(), DEFAULT_MODEL
+    p = Path(model)
+    return model, p.name if p.exists() else model
 
 
 @lru_cache(maxsize=4)
@@ -166,8 +165,7 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
     if backend in ("auto", "onnx") and (device == "cpu" or (device == "auto" and not _cuda_possible())):
         from index.onnx_backend import OnnxQuestionEmbedder
 
-        label = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else _model_label(model)
-        location = default_model_path() if model in (None, DEFAULT_MODEL) else model
+        location, label = model_location(model)
         try:
             return OnnxQuestionEmbedder(location, label, lambda: get_embedder(model, "cpu", "torch"),
                                         few=few)

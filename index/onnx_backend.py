@@ -215,10 +215,11 @@ class OnnxQuestionEmbedder:
         from tokenizers import Tokenizer
 
         root = Path(location)
-        modules = [m["type"].rsplit(".", 1)[-1] for m in _read_json(root / "modules.json")]
+        listed = _read_json(root / "modules.json")
+        modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
         if modules not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             raise ValueError(f"the onnx backend needs a Transformer -> Pooling [-> Normalize] model, got {modules}")
-        pooling_dir = next(m["path"] for m in _read_json(root / "modules.json") if m["type"].endswith("Pooling"))
+        pooling_dir = listed[1]["path"]
         pooling = _read_json(root / pooling_dir / "config.json")
         modes = [m for m in ("cls", "mean", "max") if pooling.get(f"pooling_mode_{m}_token" if m == "cls"
                                                                    else f"pooling_mode_{m}_tokens")]
