@@ -16,24 +16,22 @@ import sys
 import time
 from pathlib import Path
 
+import crash_corpus
+
 from index import current_path, load_snapshot
 
-HERE = str(Path(__file__).resolve().parent)  # hash_embedder.py, for the child processes
+HERE = str(Path(__file__).resolve().parent)  # crash_corpus.py, for the child processes
 CHILD = r"""
 import sys
-from hash_embedder import HashEmbedder
+from crash_corpus import HashEmbedder
 from index import ingest_sync
 
 ingest_sync([sys.argv[1]], sys.argv[2], embedder=HashEmbedder(), rebuild=sys.argv[3] == "1")
 """
 
 
-def corpus(root: Path, version: int, files: int = 40) -> None:
-    root.mkdir(exist_ok=True)
-    words = ("gradient", "loss", "tree", "attention", "kernel", "batch", "norm", "vector", "index")
-    for i in range(files):
-        body = " ".join(f"{words[(i + j + version) % len(words)]}{j % 7}" for j in range(400))
-        (root / f"n{i}.md").write_text(f"# Note {i} v{version}\n\n{body}.\n")
+def corpus(root: Path, version: int) -> None:
+    crash_corpus.corpus(root, version, files=40, words=400)
 
 
 def child(root: Path, idx: Path, rebuild: bool) -> subprocess.Popen[bytes]:

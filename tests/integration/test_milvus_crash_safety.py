@@ -17,19 +17,20 @@ import sys
 import time
 from pathlib import Path
 
+import crash_corpus
 import numpy as np
 import pytest
-from hash_embedder import HashEmbedder
+from crash_corpus import HashEmbedder
 
 from index import current_path, load_snapshot
 from index.tree import vector_id
 
 # A worker imports everything first and says so, then ingests when told: the kill falls in
 # the ingest, not in the imports, and the next worker warms up while this one runs.
-HERE = str(Path(__file__).resolve().parent)  # hash_embedder.py, for the workers
+HERE = str(Path(__file__).resolve().parent)  # crash_corpus.py, for the workers
 WORKER = r"""
 import sys
-from hash_embedder import HashEmbedder
+from crash_corpus import HashEmbedder
 import index.milvus, pymilvus, milvus_lite.adapter.grpc.server, bm25s
 from index.chunking import Chunker
 Chunker()  # imports llama-index
@@ -45,12 +46,8 @@ def query_vector(text: str) -> np.ndarray:
     return HashEmbedder().encode([text])
 
 
-def corpus(root: Path, version: int, files: int = 30) -> None:
-    root.mkdir(exist_ok=True)
-    words = ("gradient", "loss", "tree", "attention", "kernel", "batch", "norm", "vector", "index")
-    for i in range(files):
-        body = " ".join(f"{words[(i + j + version) % len(words)]}{j % 7}" for j in range(300))
-        (root / f"n{i}.md").write_text(f"# Note {i} v{version}\n\n{body}.\n")
+def corpus(root: Path, version: int) -> None:
+    crash_corpus.corpus(root, version, files=30, words=300)
 
 
 def worker() -> subprocess.Popen[str]:
