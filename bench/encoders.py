@@ -1,6 +1,6 @@
 """Query encoder cost: the embedding backends side by side, for speed and for retrieval quality.
 
-Backends (`index.embedder.BACKENDS`): "torch" (sentence-transformers as shipped, fp32),
+Backends (`index.models.embedder.BACKENDS`): "torch" (sentence-transformers as shipped, fp32),
 "onnx" (the same model exported locally to ONNX and run by onnxruntime on one thread for a
 few texts, torch for batches: what the service runs by default on the CPU) and "onnx-int8"
 (that export with dynamically quantised int8 weights, for every text). All three are loaded in one
@@ -99,7 +99,7 @@ def main(backends: tuple[str, ...] = ("torch", "onnx", "onnx-int8"), rounds: int
          leaves: int = 256, batch_size: int = 32, with_quality: bool = True) -> list[str]:
     import torch
 
-    from index.embedder import SentenceTransformerEmbedder
+    from index.models.embedder import SentenceTransformerEmbedder
 
     skipped = []
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:

@@ -11,7 +11,7 @@ at 1M the same 4,000 centres are 250 times denser, which makes neighbours harder
 tell apart than in a real corpus of that size: the table shows how hard, per size.
 Queries are fresh draws from the same mixture (not indexed points).
 
-Indexes are built through `index.vectors.FaissIndex` (what the service runs: an
+Indexes are built through `index.store.vectors.FaissIndex` (what the service runs: an
 `IndexIDMap2` over `IndexFlatIP` or `IndexHNSWFlat`) with every core; IVF is a plain
 FAISS `IndexIVFFlat` under the same id map. Search is timed one query at a time on one
 thread (`faiss.omp_set_num_threads(1)`), k=10, through `FaissIndex.search`; recall@10
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, FaissIndex
+from index.store.vectors import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, FaissIndex
 
 DIM = 384
 K = 10

@@ -3,7 +3,7 @@
 Correctness (exit status 1 on any mismatch, after the table is printed):
 - embeddings on the device (CUDA: fp16, as the service runs them) against the CPU's fp32
   ones, for leaf chunks and the labelled questions: every cosine >= 1 - 1e-2;
-- `index.vectors.FaissIndex` (exact) searching on the GPU against a CPU `IndexFlatIP` on
+- `index.store.vectors.FaissIndex` (exact) searching on the GPU against a CPU `IndexFlatIP` on
   the same vectors: the index must be on the GPU, top-10 ids the same sets (recall 1.0
   allowing for swaps among tied scores) and scores within 1e-3.
 Speed: leaf chunks/s embedded (128-token leaves) at batch sizes 64-1024, and FAISS search
@@ -96,7 +96,7 @@ def check_embeddings(rep: Report, device: str, n_check: int, n_bench: int,
                      batch_sizes: list[int], model: str | None = None) -> None:
     import torch
 
-    from index.embedder import SentenceTransformerEmbedder
+    from index.models.embedder import SentenceTransformerEmbedder
 
     cpu = SentenceTransformerEmbedder(model, device="cpu")
     dev = SentenceTransformerEmbedder(model, device=device)
@@ -132,7 +132,7 @@ def check_faiss(rep: Report, device: str, n: int, queries: int) -> None:
     import faiss
 
     from bench.faiss_scale import Mixture, recall_at
-    from index.vectors import FaissIndex
+    from index.store.vectors import FaissIndex
 
     t = time.perf_counter()
     data = Mixture().sample(n)

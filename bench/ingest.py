@@ -26,17 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from index.pipeline import IngestReport
+    from index.ingestion.pipeline import IngestReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _leaf_texts(corpus: Path, with_sentences: bool = False) -> list[str]:
-    from index.chunking import Chunker
-    from index.documents import discover, read_source, sections
-    from index.pipeline import embed_text
-    from index.tree import NodeTree
+    from index.ingestion.chunking import Chunker
+    from index.ingestion.documents import discover, read_source, sections
+    from index.ingestion.pipeline import embed_text
+    from index.store.tree import NodeTree
 
     chunker, tree = Chunker(), NodeTree()
     for p in discover([corpus]):
@@ -44,7 +44,7 @@ def _leaf_texts(corpus: Path, with_sentences: bool = False) -> list[str]:
         tree.add(chunker.chunk(src, sections(src)))
     texts = [embed_text(tree[i]) for i in tree.leaves()]
     if with_sentences:
-        from index.sentences import split_sentences
+        from index.store.sentences import split_sentences
 
         for i in tree.leaves():
             t = tree[i].text
@@ -81,7 +81,7 @@ def worker(kind: str, corpus: Path) -> dict[str, float]:
 
         import ray.data  # before quieting its logger: importing it configures the logger
 
-        from index.ray_engine import ingest_ray_sync
+        from index.ingestion.ray_engine import ingest_ray_sync
 
         if kind == "ray-joined":
             ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,

@@ -153,7 +153,7 @@ class Baselines:
 
         from bench.llama_adapter import adapter
         from index import get_embedder, load_snapshot
-        from index.pipeline import embed_text
+        from index.ingestion.pipeline import embed_text
         from service.app import configure_threads
         from service.settings import Settings
 
@@ -213,7 +213,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
     qs = questions()
     with tempfile.TemporaryDirectory() as tmp:
         if index_dir is None:
-            from index.pipeline import ingest
+            from index.ingestion.pipeline import ingest
 
             index_dir = Path(tmp) / "index"
             await ingest([ROOT / "data" / "notes"], index_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from index.tree import Node, NodeTree
+from index.store.tree import Node, NodeTree
 
 
 def _tree(n_total: int) -> NodeTree:

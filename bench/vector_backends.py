@@ -1,4 +1,4 @@
-"""Vector backends side by side: FAISS exact (the default) against Milvus (`index.milvus`).
+"""Vector backends side by side: FAISS exact (the default) against Milvus (`index.store.milvus`).
 
 Milvus here is Milvus Lite: pymilvus runs the engine in this process, behind a gRPC
 server on loopback, so a search pays a gRPC round trip and a pure-Python engine (NumPy
@@ -84,7 +84,7 @@ def notes_part(budget_s: float) -> list[str]:
     from eval.datasets import load_jsonl
     from eval.metrics import evidence_judgements, hit_at_k, reciprocal_rank
     from index import IndexConfig, Retriever, get_embedder, ingest_sync, load_snapshot
-    from index.milvus import LITE_FILE, release
+    from index.store.milvus import LITE_FILE, release
 
     embedder = get_embedder()
     embedder.encode(["warm-up"] * 32)  # the first forward passes are slow: not the first backend's cost
@@ -144,8 +144,8 @@ def notes_part(budget_s: float) -> list[str]:
 def synthetic_part(sizes: Sequence[int], queries: int, budget_s: float) -> list[str]:
     from bench.faiss_scale import DIM, Mixture
     from index import IndexConfig
-    from index.milvus import LITE_FILE, MilvusIndex, release
-    from index.vectors import FaissIndex
+    from index.store.milvus import LITE_FILE, MilvusIndex, release
+    from index.store.vectors import FaissIndex
 
     lines = ["| vectors | backend | build s | search p50 / p99 ms | queries timed | top-10 = FAISS |",
              "|---|---|---|---|---|---|"]

@@ -75,7 +75,7 @@ def read_corpus_dir(directory: Path, suffixes: Iterable[str] | None = None) -> d
     its text), so evidence is checked against what the index will hold.
     """
     from index.config import MAX_FILE_BYTES
-    from index.documents import SUFFIXES, SkipFile, read_source
+    from index.ingestion.documents import SUFFIXES, SkipFile, read_source
 
     directory = Path(directory)
     if not directory.is_dir():

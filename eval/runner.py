@@ -329,16 +329,16 @@ class LocalBackend:
             self._vectors.update(zip(missing, vectors, strict=True))
 
     def threshold(self) -> float:
-        import index.answer
+        import index.answer.extractive
 
         # Read at call time, so a calibration script can patch the module's default.
-        return index.answer.DEFAULT_THRESHOLD if self.abstain_threshold is None \
+        return index.answer.extractive.DEFAULT_THRESHOLD if self.abstain_threshold is None \
             else self.abstain_threshold
 
     def run(self, spec: RunSpec, questions: Sequence[LabelledQuestion], k: int,
             tick: Callable[[], None]) -> list[Outcome]:
         from index import Retriever
-        from index.answer import extract_answer
+        from index.answer.extractive import extract_answer
 
         snapshot = self.snapshot(spec.chunk_sizes)
         retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold)

@@ -9,10 +9,10 @@ Plain Python, no web or CLI framework, usable from a notebook::
 """
 
 from index.config import IndexConfig
-from index.embedder import Embedder, get_embedder
-from index.pipeline import IngestError, IngestReport, ingest, ingest_sync
-from index.retriever import MODES, Hit, Retriever
-from index.snapshot import (
+from index.ingestion.pipeline import IngestError, IngestReport, ingest, ingest_sync
+from index.models.embedder import Embedder, get_embedder
+from index.search.retriever import MODES, Hit, Retriever
+from index.store.snapshot import (
     Snapshot,
     SnapshotError,
     SnapshotMismatchError,
@@ -20,7 +20,7 @@ from index.snapshot import (
     current_path,
     load_snapshot,
 )
-from index.tree import Node, NodeTree
+from index.store.tree import Node, NodeTree
 
 __all__ = [
     "MODES", "Embedder", "Hit", "IndexConfig", "IngestError", "IngestReport", "Node", "NodeTree",

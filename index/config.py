@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from index.chunking import DEFAULT_CHUNK_SIZES, check_chunk_sizes
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 VECTOR_BACKENDS = ("faiss", "milvus")
 MILVUS_INDEX_TYPES = ("FLAT", "HNSW")
 # Milvus names: a letter or underscore, then letters, digits and underscores. A generation
-# suffix (`_g` and 8 hex digits, index.milvus) is appended, so the name stays under 245.
+# suffix (`_g` and 8 hex digits, index.store.milvus) is appended, so the name stays under 245.
 _MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+
+DEFAULT_CHUNK_SIZES = (2048, 512, 128)
+
+
+def check_chunk_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes:
+        raise ValueError("chunk sizes must not be empty")
+    if any(s < 16 for s in sizes):
+        raise ValueError(f"chunk sizes must be at least 16 tokens, got {list(sizes)}")
+    if any(a <= b for a, b in itertools.pairwise(sizes)):
+        raise ValueError(f"chunk sizes must be strictly decreasing, got {list(sizes)}")
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -26,7 +39,7 @@ class IndexConfig:
     max_file_bytes: int = MAX_FILE_BYTES
     queue_size: int = 8
     # Where leaf vectors live: "faiss" (a file in each snapshot, the default) or "milvus"
-    # (index.milvus). milvus_uri None: Milvus Lite in <index_dir>/milvus.db; else a server URL
+    # (index.store.milvus). milvus_uri None: Milvus Lite in <index_dir>/milvus.db; else a server URL
     # or another Lite file. The token never reaches a snapshot, a log or a repr.
     vector_backend: str = "faiss"
     milvus_uri: str | None = field(default=None, repr=False)  # may hold user:password@

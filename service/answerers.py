@@ -1,7 +1,7 @@
 """Answerers: turn a question and its retrieved passages into a cited answer.
 
 `ExtractiveAnswerer` (the default) quotes the best sentences of the passages
-(`index.answer.extract_answer`). `LLMAnswerer` asks any OpenAI-compatible
+(`index.answer.extractive.extract_answer`). `LLMAnswerer` asks any OpenAI-compatible
 chat-completions server, with the passages numbered and fenced as data; on a
 timeout or an error it falls back to the extractive answer and says so in
 `warnings`. Both abstain when the extractive score is under the threshold,
@@ -22,10 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 import numpy as np
 
-from index.answer import NOT_FOUND, Citation, extract_answer
-from index.retriever import Hit
-from index.sentences import split_sentences
-from index.snapshot import Snapshot
+from index.answer.extractive import NOT_FOUND, Citation, extract_answer
+from index.search.retriever import Hit
+from index.store.sentences import split_sentences
+from index.store.snapshot import Snapshot
 
 LLM_NOT_FOUND = "NOT_FOUND"
 _MARKER = re.compile(r"\[(\d{1,3})\]")

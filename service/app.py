@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index.embedder import FEW_TEXTS, get_query_embedder
+from index.models.embedder import FEW_TEXTS, get_query_embedder
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter

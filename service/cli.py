@@ -77,7 +77,7 @@ def ingest(
         _fail(str(e), 2)
     index_path = _index_dir(index_dir)
     if engine is Engine.ray:
-        from index.ray_engine import INSTALL_HINT, ingest_ray, ray_installed
+        from index.ingestion.ray_engine import INSTALL_HINT, ingest_ray, ray_installed
 
         if not ray_installed():
             _fail(INSTALL_HINT, 2)

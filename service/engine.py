@@ -23,7 +23,7 @@ import numpy as np
 
 from index import Embedder, Hit, Retriever, Snapshot, SnapshotError, current_path, load_snapshot
 from index.config import IndexConfig
-from index.snapshot import SnapshotUnavailable, manifest_dict
+from index.store.snapshot import SnapshotUnavailable, manifest_dict
 from service import logs
 from service.answerers import (
     Answerer,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from index import IngestError, IngestReport, SnapshotError, ingest
 from index.config import IndexConfig
-from index.documents import discover, is_utf8
+from index.ingestion.documents import discover, is_utf8
 from service import logs
 from service.engine import QAEngine
 from service.errors import ApiError

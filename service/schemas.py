@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from index.answer import Citation
-from index.retriever import Hit
+from index.answer.extractive import Citation
+from index.search.retriever import Hit
 from service.engine import QAResult
 
 Mode = Literal["dense", "bm25", "hybrid"]

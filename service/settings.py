@@ -40,14 +40,14 @@ class Settings(BaseSettings):
     corpus_root: Path = Path("data/notes")
     model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     device: str = "auto"
-    # How the service encodes questions (index.embedder.BACKENDS): "auto" is ONNX on the CPU
+    # How the service encodes questions (index.models.embedder.BACKENDS): "auto" is ONNX on the CPU
     # (the same vectors as torch, a question in less than half the time, and no torch in the
     # server process until an ingest job needs it: ~420 MB RSS instead of ~940), torch on a GPU.
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     chunk_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [2048, 512, 128])
     chunk_overlap: int = 20
     hnsw_threshold: int = 100_000
-    # Where leaf vectors live (index.milvus): "faiss", a file in each snapshot, or "milvus". No
+    # Where leaf vectors live (index.store.milvus): "faiss", a file in each snapshot, or "milvus". No
     # milvus_uri: Milvus Lite in <index_dir>/milvus.db (one process at a time); else a server
     # such as http://milvus:19530. Snapshots record the URI without credentials, never the token.
     vector_backend: Literal["faiss", "milvus"] = "faiss"

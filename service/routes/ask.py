@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import Response, StreamingResponse
 
-from index.answer import Citation
+from index.answer.extractive import Citation
 from service.deps import EngineDep, QueryCaller, SettingsDep
 from service.engine import QAResult, Query
 from service.errors import ApiError

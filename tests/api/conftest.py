@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from index import IndexConfig, get_embedder, ingest
-from index.embedder import SentenceTransformerEmbedder
+from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
 from service.settings import Settings
 

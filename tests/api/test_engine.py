@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from index.embedder import SentenceTransformerEmbedder
+from index.models.embedder import SentenceTransformerEmbedder
 from service.answerers import Turn, pieces
 from service.deps import RateLimiter
 from service.engine import LRUCache, MicroBatcher, Query, retrieval_text

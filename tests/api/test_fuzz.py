@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from index import IndexConfig, ingest
-from index.embedder import SentenceTransformerEmbedder
+from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
 
 from .conftest import ADMIN_KEY, NOTES, QUERY_KEY, ServerThread, make_settings

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from index import IndexConfig, ingest
-from index.embedder import SentenceTransformerEmbedder
+from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
 from service.engine import Query
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from index import IndexConfig, ingest
-from index.embedder import SentenceTransformerEmbedder
+from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
 from service.engine import Query
 
@@ -25,7 +25,7 @@ MILVUS = IndexConfig(vector_backend="milvus")
 async def milvus_app(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> AsyncIterator[FastAPI]:
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
-    from index.milvus import LITE_FILE, release
+    from index.store.milvus import LITE_FILE, release
 
     root, index_dir = tmp_path / "corpus", tmp_path / "index"
     shutil.copytree(NOTES, root)

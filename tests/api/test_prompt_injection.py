@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 
 from index import IndexConfig, ingest
-from index.embedder import SentenceTransformerEmbedder
-from index.retriever import Hit
+from index.models.embedder import SentenceTransformerEmbedder
+from index.search.retriever import Hit
 from service.answerers import AnswerRequest, build_messages
 from service.app import create_app
 

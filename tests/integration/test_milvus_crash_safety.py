@@ -23,7 +23,7 @@ import pytest
 from crash_corpus import HashEmbedder
 
 from index import current_path, load_snapshot
-from index.tree import vector_id
+from index.store.tree import vector_id
 
 # A worker imports everything first and says so, then ingests when told: the kill falls in
 # the ingest, not in the imports, and the next worker warms up while this one runs.
@@ -31,8 +31,8 @@ HERE = str(Path(__file__).resolve().parent)  # crash_corpus.py, for the workers
 WORKER = r"""
 import sys
 from crash_corpus import HashEmbedder
-import index.milvus, pymilvus, milvus_lite.adapter.grpc.server, bm25s
-from index.chunking import Chunker
+import index.store.milvus, pymilvus, milvus_lite.adapter.grpc.server, bm25s
+from index.ingestion.chunking import Chunker
 Chunker()  # imports llama-index
 from index import IndexConfig, ingest_sync
 print("ready", flush=True)
@@ -66,7 +66,7 @@ def start(p: subprocess.Popen[str], root: Path, idx: Path, rebuild: bool) -> Non
 def ingest_here(root: Path, idx: Path) -> None:
     """An ingest in this process (no kill), its Lite file released after."""
     from index import IndexConfig, ingest_sync
-    from index.milvus import LITE_FILE, release
+    from index.store.milvus import LITE_FILE, release
 
     try:
         ingest_sync([root], idx, IndexConfig(vector_backend="milvus"), embedder=HashEmbedder())
@@ -76,7 +76,7 @@ def ingest_here(root: Path, idx: Path) -> None:
 
 def look(idx: Path) -> tuple[tuple[int, list[int], list[float]], set[int], set[int]]:
     """(what the live snapshot answers, every row id in its collection, ids of all kept snapshots)."""
-    from index.milvus import LITE_FILE, release, stored_ids
+    from index.store.milvus import LITE_FILE, release, stored_ids
 
     try:
         snap = load_snapshot(idx)

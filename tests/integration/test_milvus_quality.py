@@ -34,7 +34,7 @@ def same_ranking(a_ids: np.ndarray, a_scores: np.ndarray, b_ids: np.ndarray, b_s
 def test_dense_rankings_equal_faiss_exact_on_the_labelled_set(tmp_path, embedder, notes_index):
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
-    from index.milvus import LITE_FILE, release
+    from index.store.milvus import LITE_FILE, release
 
     # notes_index: data/notes ingested with the default backend (FAISS), shared by the session
     ingest_sync([NOTES], tmp_path / "milvus", IndexConfig(vector_backend="milvus"), embedder=embedder)

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from index import MODES, IngestError, Retriever, Snapshot, current_path, ingest_sync, load_snapshot
-from index.ray_engine import ingest_ray_sync
+from index.ingestion.ray_engine import ingest_ray_sync
 from service.cli import app
 
 pytest.importorskip("ray.data")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from index.answer import NOT_FOUND, extract_answer
-from index.sentences import split_sentences
+from index.answer.extractive import NOT_FOUND, extract_answer
+from index.store.sentences import split_sentences
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from index.documents import (
+from index.ingestion.documents import (
     SkipFile,
     discover,
     html_to_text,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.embedder import FEW_TEXTS, SentenceTransformerEmbedder
+from index.models.embedder import FEW_TEXTS, SentenceTransformerEmbedder
 
 QUESTIONS = ["What is Huber loss?", "how do I tune num_leaves in LightGBM", "x" * 3000, "?"]
 
@@ -92,7 +92,7 @@ def test_the_service_encoder_runs_without_torch(tmp_path, embedder) -> None:
 
     script = """
 import json, sys
-from index.embedder import get_query_embedder
+from index.models.embedder import get_query_embedder
 e = get_query_embedder(device="cpu", few=4)
 out = {"backend": e.backend, "dim": e.dim, "model": e.model_name,
        "q": e.encode(json.loads(sys.argv[1])).tolist(),

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from index.fusion import rrf
-from index.merge import auto_merge
+from index.search.fusion import rrf
+from index.search.merge import auto_merge
 
 # A hand-made tree:  P1 -> a, b, c ;  P2 -> d, e ;  R -> P1, P2
 PARENT = {"a": "P1", "b": "P1", "c": "P1", "d": "P2", "e": "P2", "P1": "R", "P2": "R", "R": None}

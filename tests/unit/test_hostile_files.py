@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import index.pipeline
+import index.ingestion.pipeline
 from index import IngestError, ingest_sync, load_snapshot
-from index.documents import (
+from index.ingestion.documents import (
     MAX_RUN,
     Section,
     SkipFile,
@@ -100,7 +100,7 @@ def test_hostile_corpus(tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatc
     (root / "d.md").write_text("# Gone\n\nThis note is deleted before it is read.\n")
 
     real_read_bytes = Path.read_bytes
-    real_read_source = index.pipeline.read_source
+    real_read_source = index.ingestion.pipeline.read_source
 
     def read_bytes(self: Path) -> bytes:
         if self.name == "a.md":  # deleted between the size check and the read
@@ -115,7 +115,7 @@ def test_hostile_corpus(tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatc
         return real_read_source(path, max_bytes)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    monkeypatch.setattr(index.pipeline, "read_source", read_source)
+    monkeypatch.setattr(index.ingestion.pipeline, "read_source", read_source)
     t0 = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="notesrag.ingest"), fifo_never_blocks(root / "fifo.md"):
         report = ingest_sync([root], idx, embedder=embedder)

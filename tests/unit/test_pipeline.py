@@ -25,8 +25,8 @@ from index import (
     ingest_sync,
     load_snapshot,
 )
-from index.snapshot import CURRENT, manifest_dict, write_snapshot
-from index.tree import vector_id
+from index.store.snapshot import CURRENT, manifest_dict, write_snapshot
+from index.store.tree import vector_id
 
 A = "# Loss\n\nHuber loss uses L2 for small errors and L1 for large errors.\n"
 B = "# Trees\n\nLightGBM grows trees leaf-wise and bins features into histograms.\n"
@@ -60,7 +60,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         pytest.importorskip("milvus_lite")
     yield request.param
     if request.param == "milvus":  # stop this test's in-process Milvus Lite engines
-        from index.milvus import LITE_FILE, release
+        from index.store.milvus import LITE_FILE, release
 
         for db in tmp_path.rglob(LITE_FILE):
             release(str(db.resolve()))
@@ -203,7 +203,7 @@ def test_interrupted_write_leaves_the_previous_snapshot(corpus, tmp_path, embedd
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("index.lexical.BM25Index.save", boom)
+    monkeypatch.setattr("index.store.lexical.BM25Index.save", boom)
     (corpus / "c.md").write_text(C)  # its vectors are written (Milvus: into the shared collection)
     with pytest.raises(OSError, match="disk full"):
         run([corpus], idx, embedder)
@@ -256,7 +256,7 @@ def milvus_run(tmp_path: Path) -> Iterator[Callable[..., object]]:
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
     yield ingest_with("milvus")
-    from index.milvus import LITE_FILE, release
+    from index.store.milvus import LITE_FILE, release
 
     for db in tmp_path.rglob(LITE_FILE):
         release(str(db.resolve()))
@@ -264,7 +264,7 @@ def milvus_run(tmp_path: Path) -> Iterator[Callable[..., object]]:
 
 def stored(snap) -> set[int]:
     """Every id in the snapshot's collection (a full scan)."""
-    from index.milvus import stored_ids
+    from index.store.milvus import stored_ids
 
     return set(stored_ids(snap.vectors).tolist())
 
@@ -321,7 +321,7 @@ def test_milvus_rows_of_a_killed_ingest_are_deleted_by_the_next(corpus, tmp_path
     def killed(*a, **k):
         raise KeyboardInterrupt  # as a kill after the rows were written and before CURRENT moved
 
-    monkeypatch.setattr("index.lexical.BM25Index.save", killed)
+    monkeypatch.setattr("index.store.lexical.BM25Index.save", killed)
     with pytest.raises(KeyboardInterrupt):
         milvus_run([corpus], idx, embedder)
     monkeypatch.undo()

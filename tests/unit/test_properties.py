@@ -25,7 +25,7 @@ from eval.metrics import (
     reciprocal_rank,
     token_f1,
 )
-from index.tree import Node, NodeTree, vector_id
+from index.store.tree import Node, NodeTree, vector_id
 
 # -- the node tree ---------------------------------------------------------------------------
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from index.chunking import Chunker, check_chunk_sizes
-from index.documents import SourceFile, markdown_sections
-from index.tree import Node, NodeTree, vector_id
+from index.ingestion.chunking import Chunker, check_chunk_sizes
+from index.ingestion.documents import SourceFile, markdown_sections
+from index.store.tree import Node, NodeTree, vector_id
 
 THREE_SECTIONS = """# Loss
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from index.config import IndexConfig
-from index.tree import Node, NodeTree, vector_id
-from index.vectors import FaissIndex, VectorIndex
+from index.store.tree import Node, NodeTree, vector_id
+from index.store.vectors import FaissIndex, VectorIndex
 
 
 def unit(n: int, d: int, seed: int) -> np.ndarray:
@@ -30,7 +30,7 @@ class Backend:
     def new(self, dim: int, **kw: object) -> VectorIndex:
         if self.name == "faiss":
             return FaissIndex(dim)
-        from index.milvus import MilvusIndex
+        from index.store.milvus import MilvusIndex
 
         return MilvusIndex.create(IndexConfig(vector_backend="milvus", **kw), dim, self.root)
 
@@ -39,7 +39,7 @@ class Backend:
         if self.name == "faiss":
             idx.save(self.root / f"v{self.saves}.faiss")
             return FaissIndex.load(self.root / f"v{self.saves}.faiss")
-        from index.milvus import IDS_FILE, MilvusIndex
+        from index.store.milvus import IDS_FILE, MilvusIndex
 
         assert isinstance(idx, MilvusIndex)
         snap = self.root / f"snap-{self.saves}"
@@ -55,7 +55,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         pytest.importorskip("milvus_lite")
     yield Backend(request.param, tmp_path)
     if request.param == "milvus":
-        from index.milvus import LITE_FILE, release
+        from index.store.milvus import LITE_FILE, release
 
         release(str((tmp_path / LITE_FILE).resolve()))
 
@@ -65,7 +65,7 @@ def lite(tmp_path: Path) -> Iterator[Backend]:
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
     yield Backend("milvus", tmp_path)
-    from index.milvus import LITE_FILE, release
+    from index.store.milvus import LITE_FILE, release
 
     release(str((tmp_path / LITE_FILE).resolve()))
 
@@ -192,7 +192,7 @@ def test_rows_carry_source_heading_path_and_level(lite: Backend):
     tree = NodeTree()
     tree.add(nodes)
     idx = lite.new(8)
-    from index.milvus import MilvusIndex
+    from index.store.milvus import MilvusIndex
 
     assert isinstance(idx, MilvusIndex)
     idx.bind(tree)
@@ -219,7 +219,7 @@ def test_hnsw_index_type_keeps_recall_against_exact(lite: Backend):
 
 
 def test_credentials_are_never_written_down(tmp_path: Path):
-    from index.milvus import recorded_uri, redact
+    from index.store.milvus import recorded_uri, redact
 
     assert redact("https://root:Milvus@db.example:19530/x?token=abc") == "https://db.example:19530/x"
     assert redact("http://[::1]:19530") == "http://[::1]:19530"
@@ -244,8 +244,8 @@ def test_config_is_checked():
 
 
 def test_a_collection_gone_under_a_view_is_unavailable_not_a_crash(lite: Backend):
-    from index.milvus import MilvusIndex
-    from index.snapshot import SnapshotUnavailable
+    from index.store.milvus import MilvusIndex
+    from index.store.snapshot import SnapshotUnavailable
 
     idx = lite.new(8)
     assert isinstance(idx, MilvusIndex)
@@ -266,8 +266,8 @@ time.sleep(60)
 
 def test_a_lite_file_held_by_another_process_is_named_in_the_error(tmp_path: Path):
     pytest.importorskip("milvus_lite")
-    from index.milvus import connect
-    from index.snapshot import SnapshotUnavailable
+    from index.store.milvus import connect
+    from index.store.snapshot import SnapshotUnavailable
 
     db = str(tmp_path / "held.db")
     p = subprocess.Popen([sys.executable, "-c", LOCKER, db], stdout=subprocess.PIPE, text=True)

@@ -20,7 +20,7 @@ How a shared, mutable collection keeps the guarantees of immutable snapshots:
   switches; new rows are invisible to the snapshots being served, which do not know them.
 - **Deletes wait until no kept snapshot needs the row.** `remove` only drops ids from the
   in-memory view. After CURRENT has switched, rows are deleted that no snapshot directory
-  still on disk knows (the newest three are kept, see `index.snapshot.prune`), so every
+  still on disk knows (the newest three are kept, see `index.store.snapshot.prune`), so every
   snapshot on disk, the one a hot swap has just replaced included, answers as it did when
   it was written. Candidates come from a journal in the index directory
   (`.milvus-<collection>.journal`): ids are journaled before they are written and when a
@@ -63,9 +63,9 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from index.config import IndexConfig
-from index.snapshot import SnapshotError, SnapshotUnavailable
-from index.tree import NodeTree
-from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_M, checked_rows
+from index.store.errors import SnapshotError, SnapshotUnavailable
+from index.store.tree import NodeTree
+from index.store.vectors import HNSW_EF_CONSTRUCTION, HNSW_M, checked_rows
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient

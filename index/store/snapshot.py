@@ -13,8 +13,9 @@ switched only after that, by `os.replace`, so a reader sees the old snapshot
 or the new one and never a partial one, whenever the writer dies.
 
 The manifest's `backend` says where leaf vectors are: "faiss" (the file in the snapshot,
-the default) or "milvus" (rows of a shared collection, see index.milvus for how a
-snapshot stays immutable there).
+the default) or "milvus" (rows of a shared collection, see index.store.milvus for how a
+snapshot stays immutable there). The snapshot knows vector stores only through the
+`VectorIndex` protocol and `index.store.backends`, which alone names the backends.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from index.lexical import BM25Index
-from index.sentences import SentenceStore
-from index.tree import NodeTree
-from index.vectors import FaissIndex, VectorIndex
+from index.store import backends
+from index.store.errors import (  # noqa: F401 (re-exported: the snapshot's errors)
+    SnapshotError,
+    SnapshotMismatchError,
+    SnapshotNotFound,
+    SnapshotUnavailable,
+)
+from index.store.lexical import BM25Index
+from index.store.sentences import SentenceStore
+from index.store.tree import NodeTree
+from index.store.vectors import VectorIndex
 
 if TYPE_CHECKING:
     from index.config import IndexConfig
@@ -41,23 +49,6 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 2  # 2: vector ids hash the node id; sentences continue over lower-case lines
 CURRENT = "CURRENT"
 KEEP_SNAPSHOTS = 3
-FAISS_FILE = "vectors.faiss"
-
-
-class SnapshotError(Exception):
-    """A snapshot that cannot be used."""
-
-
-class SnapshotNotFound(SnapshotError):
-    pass
-
-
-class SnapshotMismatchError(SnapshotError):
-    """The snapshot was built with another embedding model or dimension."""
-
-
-class SnapshotUnavailable(SnapshotError):
-    """The snapshot is fine but the store holding its vectors cannot be reached now; try again."""
 
 
 @dataclass
@@ -162,21 +153,10 @@ def load_snapshot(index_dir: Path, model: str | None = None, dim: int | None = N
     if model is not None or dim is not None:
         check_compatible(manifest, model or manifest.model, dim or manifest.dim, path)
     tree = NodeTree.from_records(json.loads((path / "tree.json").read_text(encoding="utf-8")))
-    vectors = load_vectors(path, manifest, config)
+    vectors = backends.load_vectors(path, manifest.backend, manifest.vector_store, manifest.dim, config)
     lexical = BM25Index.load(path / "bm25")
     sentences = SentenceStore.load(path / "sentences.npz")
     return Snapshot(path, manifest, tree, vectors, lexical, sentences)
-
-
-def load_vectors(path: Path, manifest: Manifest, config: IndexConfig | None = None) -> VectorIndex:
-    if manifest.backend == "faiss":
-        return FaissIndex.load(path / FAISS_FILE)
-    if manifest.backend == "milvus":
-        from index.milvus import MilvusIndex
-
-        return MilvusIndex.load(path, manifest.vector_store, manifest.dim, config)
-    raise SnapshotError(f"snapshot {path} keeps its vectors in {manifest.backend!r}, "
-                        "which this build does not know (faiss or milvus)")
 
 
 def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors: VectorIndex,
@@ -191,15 +171,7 @@ def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors:
         manifest.created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         (tmp / "tree.json").write_text(json.dumps(tree.to_records(), ensure_ascii=False), encoding="utf-8")
         manifest.backend = vectors.backend
-        if vectors.backend == "faiss":
-            manifest.vector_store = {}
-            vectors.save(tmp / FAISS_FILE)
-        else:
-            from index.milvus import IDS_FILE, MilvusIndex
-
-            assert isinstance(vectors, MilvusIndex)
-            manifest.vector_store = vectors.describe()
-            vectors.save(tmp / IDS_FILE)
+        manifest.vector_store = backends.save_vectors(vectors, tmp)
         lexical.save(tmp / "bm25")
         sentences.save(tmp / "sentences.npz")
         # the manifest last: a directory with a manifest is a finished one
@@ -218,13 +190,7 @@ def write_snapshot(index_dir: Path, manifest: Manifest, tree: NodeTree, vectors:
         os.fsync(f.fileno())
     os.replace(pointer, index_dir / CURRENT)
     _fsync_dir(index_dir)
-    if vectors.backend == "faiss":
-        prune(index_dir)
-    else:  # rows no kept snapshot knows leave the shared collection only now
-        from index.milvus import MilvusIndex, prune_and_release
-
-        assert isinstance(vectors, MilvusIndex)
-        prune_and_release(index_dir, vectors, prune)
+    backends.prune_after_switch(index_dir, vectors, prune)
     return final
 
 
@@ -303,3 +269,4 @@ def manifest_dict(snapshot: Snapshot) -> dict[str, Any]:
         **({"milvus": {k: m.vector_store[k] for k in ("uri", "collection", "index_type") if k in m.vector_store}}
            if m.backend == "milvus" else {}),
     }
+

@@ -27,10 +27,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from index.backends import open_vectors
-from index.chunking import Chunker
 from index.config import IndexConfig
-from index.documents import (
+from index.ingestion.chunking import Chunker
+from index.ingestion.documents import (
     MAX_RUN,
     SkipFile,
     SourceFile,
@@ -40,10 +39,11 @@ from index.documents import (
     read_source,
     sections,
 )
-from index.embedder import Embedder, get_embedder
-from index.lexical import BM25Index
-from index.sentences import SentenceStore, split_sentences
-from index.snapshot import (
+from index.models.embedder import Embedder, get_embedder
+from index.store.backends import open_vectors
+from index.store.lexical import BM25Index
+from index.store.sentences import SentenceStore, split_sentences
+from index.store.snapshot import (
     FileEntry,
     Manifest,
     Snapshot,
@@ -53,7 +53,7 @@ from index.snapshot import (
     load_snapshot,
     write_snapshot,
 )
-from index.tree import Node, NodeTree, vector_id
+from index.store.tree import Node, NodeTree, vector_id
 
 log = logging.getLogger("notesrag.ingest")
 
@@ -84,7 +84,7 @@ class IngestReport:
     seconds: float = 0.0
     snapshot: str | None = None
     index_kind: str = ""
-    engine: str = "asyncio"  # or, say, "ray, 2 CPU actors" (index.ray_engine)
+    engine: str = "asyncio"  # or, say, "ray, 2 CPU actors" (index.ingestion.ray_engine)
 
     @property
     def changed(self) -> bool:
@@ -119,7 +119,7 @@ def embed_text(node: Node) -> str:
 
 # A leaf as the embedding step needs it: (vector id, start of its text in the source file,
 # what is embedded for it, where its own text starts in that). Plain data, so a batch of them
-# can be shipped to another process (index.ray_engine) and turned into the same vectors there.
+# can be shipped to another process (index.ingestion.ray_engine) and turned into the same vectors there.
 LeafRow = tuple[int, int, str, int]
 
 
@@ -218,7 +218,7 @@ async def run_locked(index_dir: Path, make_run: Callable[[], _Run]) -> IngestRep
 
 
 class _Run:
-    """One ingestion. The embedding stage is `_embed_stage`: index.ray_engine overrides it."""
+    """One ingestion. The embedding stage is `_embed_stage`: index.ingestion.ray_engine overrides it."""
 
     def __init__(self, roots: list[Path], index_dir: Path, config: IndexConfig, embedder: Embedder,
                  strict: bool, rebuild: bool, progress: bool,

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.threads import one_thread
+from index.models.threads import one_thread
 
 if TYPE_CHECKING:
-    from index.onnx_backend import OnnxEncoder
+    from index.models.onnx import OnnxEncoder
 
 log = logging.getLogger("notesrag.embedder")
 
@@ -65,7 +65,7 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model; fp16 on CUDA; safe to call from several threads.
 
     `backend` "onnx" or "onnx-int8" runs the same model through onnxruntime on the CPU
-    (the `bench` extra installs it); see `index.onnx_backend`.
+    (the `bench` extra installs it); see `index.models.onnx`.
     """
 
     def __init__(self, model: str | None = None, device: str = "auto", backend: str = "torch") -> None:
@@ -128,7 +128,7 @@ class SentenceTransformerEmbedder:
 
 
 def _onnx_encoder(st_model: object, location: str, backend: str) -> OnnxEncoder:
-    from index.onnx_backend import OnnxEncoder
+    from index.models.onnx import OnnxEncoder
 
     if backend == "onnx":  # questions only: one thread, as torch gets for a few texts
         return OnnxEncoder(st_model, location, threads=1)
@@ -163,7 +163,7 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if backend in ("auto", "onnx") and (device == "cpu" or (device == "auto" and not _cuda_possible())):
-        from index.onnx_backend import OnnxQuestionEmbedder
+        from index.models.onnx import OnnxQuestionEmbedder
 
         location, label = model_location(model)
         try:

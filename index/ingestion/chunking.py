@@ -7,29 +7,15 @@ its source file, so re-ingesting an unchanged file yields the same nodes.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from index.documents import Section, SourceFile
-from index.tree import Node, node_id
+from index.config import DEFAULT_CHUNK_SIZES, check_chunk_sizes
+from index.ingestion.documents import Section, SourceFile
+from index.store.tree import Node, node_id
 
 if TYPE_CHECKING:
     from llama_index.core.schema import BaseNode
-
-DEFAULT_CHUNK_SIZES = (2048, 512, 128)
-
-
-def check_chunk_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
-    sizes = tuple(int(s) for s in sizes)
-    if not sizes:
-        raise ValueError("chunk sizes must not be empty")
-    if any(s < 16 for s in sizes):
-        raise ValueError(f"chunk sizes must be at least 16 tokens, got {list(sizes)}")
-    if any(a <= b for a, b in itertools.pairwise(sizes)):
-        raise ValueError(f"chunk sizes must be strictly decreasing, got {list(sizes)}")
-    return sizes
-
 
 class Chunker:
     """Cuts the sections of one file into a hierarchy of nodes."""

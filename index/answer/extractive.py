@@ -1,6 +1,6 @@
 """Extractive answers: the sentences of the retrieved nodes that best answer the question, cited.
 
-Sentence vectors were computed at ingestion (see `index.sentences`), so a
+Sentence vectors were computed at ingestion (see `index.store.sentences`), so a
 question costs one matrix product over the sentences of its top nodes. Each
 sentence is scored by its cosine to the question, nudged by the rank of the
 node it came from and by the question words it shares; the best one or two
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.lexical import tokenize
-from index.retriever import Hit
-from index.snapshot import Snapshot
-from index.tree import Node, vector_id
+from index.search.retriever import Hit
+from index.store.lexical import tokenize
+from index.store.snapshot import Snapshot
+from index.store.tree import Node, vector_id
 
 # Calibrated on data/questions.jsonl with `notesrag eval` (the abstain threshold that maximises
 # no-answer F1); see the README's quality table.

@@ -184,7 +184,7 @@ def export_in_child(location: str, timeout_s: float = 600) -> Path:
 
     path = export_path(location)
     if not path.exists():
-        done = subprocess.run([sys.executable, "-m", "index.onnx_backend", location],
+        done = subprocess.run([sys.executable, "-m", "index.models.onnx", location],
                               capture_output=True, text=True, timeout=timeout_s)
         if done.returncode != 0 or not path.exists():
             raise RuntimeError(f"the ONNX export of {location} failed: {done.stderr.strip()[-1000:]}")
@@ -279,7 +279,7 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str, normalize: bool) -
     return vecs
 
 
-if __name__ == "__main__":  # python -m index.onnx_backend MODEL_FOLDER: export it into the cache
+if __name__ == "__main__":  # python -m index.models.onnx MODEL_FOLDER: export it into the cache
     import sys
 
     from sentence_transformers import SentenceTransformer

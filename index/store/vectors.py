@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import faiss
 import numpy as np
 
-from index.threads import one_thread
+from index.models.threads import one_thread
 
 _faiss: Any = faiss  # for names missing from faiss's type stubs
 
@@ -39,7 +39,7 @@ FEW_QUERIES = 16
 
 
 class VectorIndex(Protocol):
-    """Leaf vectors by int64 id: `FaissIndex` here, `index.milvus.MilvusIndex` on Milvus."""
+    """Leaf vectors by int64 id: `FaissIndex` here, `index.store.milvus.MilvusIndex` on Milvus."""
 
     backend: str  # what a snapshot's manifest records: "faiss" or "milvus"
     dim: int

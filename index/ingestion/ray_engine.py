@@ -1,4 +1,4 @@
-"""`ingest_ray`: the ingestion pipeline of `index.pipeline` with its embedding stage on Ray Data.
+"""`ingest_ray`: the ingestion pipeline of `index.ingestion.pipeline` with its embedding stage on Ray Data.
 
 Everything but the embedding is the asyncio pipeline's own code (`_Run`): discovery,
 reading, content hashes, chunking, the incremental rules (a leaf already in the
@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from index.config import IndexConfig
-from index.embedder import Embedder, get_embedder
-from index.pipeline import (
+from index.ingestion.pipeline import (
     _DONE,
     IngestError,
     IngestReport,
@@ -43,8 +42,9 @@ from index.pipeline import (
     leaf_row,
     run_locked,
 )
-from index.sentences import SentenceStore
-from index.tree import Node, vector_id
+from index.models.embedder import Embedder, get_embedder
+from index.store.sentences import SentenceStore
+from index.store.tree import Node, vector_id
 
 log = logging.getLogger("notesrag.ingest")
 
@@ -84,11 +84,10 @@ class RaySession:
         if ray.is_initialized():
             return ray
         if self.address:
-            import index
-
+            package = Path(__file__).resolve().parents[1]  # the `index` package, shipped whole
             try:
                 ray.init(address=self.address, logging_level=logging.WARNING,
-                         runtime_env={"py_modules": [str(Path(index.__file__).parent)]})
+                         runtime_env={"py_modules": [str(package)]})
             except ConnectionError as e:
                 raise IngestError(
                     f"could not connect to the Ray cluster at {self.address} ({e}); a cluster with token "
@@ -127,7 +126,7 @@ async def ingest_ray(
     progress: bool = False,
     on_progress: Callable[[IngestReport], None] | None = None,
 ) -> IngestReport:
-    """`index.pipeline.ingest`, embedding on Ray: the same snapshot, the same errors.
+    """`index.ingestion.pipeline.ingest`, embedding on Ray: the same snapshot, the same errors.
 
     `address`: a Ray cluster to join (else a local instance is started, and stopped after).
     `actors`: the size of the embedding actor pool (default: the cluster's GPUs, or its CPUs;

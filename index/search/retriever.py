@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.embedder import Embedder
-from index.fusion import RRF_K, rrf
-from index.merge import auto_merge
-from index.snapshot import Snapshot
+from index.models.embedder import Embedder
+from index.search.fusion import RRF_K, rrf
+from index.search.merge import auto_merge
+from index.store.snapshot import Snapshot
 
 MODES = ("dense", "bm25", "hybrid")
 DEFAULT_MERGE_THRESHOLD = 0.5
