@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.url is not None:
             backend = HttpBackend(args.url, api_key=args.api_key or os.environ.get(
                 "NOTESRAG_EVAL_API_KEY"), answer_k=args.answer_k,
-                token_count=getattr(embedder, "token_count", None))
+                token_count=getattr(embedder, "token_count", None), dataset=dataset)
         else:
             cache = IndexCache(None if args.no_cache else (args.index_dir or DEFAULT_CACHE))
             backend = LocalBackend(dataset, cache, embedder, answer_k=args.answer_k,

@@ -39,6 +39,9 @@ class LabelledQuestion:
     evidence: tuple[str, ...] = ()
     answerable: bool = True
     relevant_docs: frozenset[str] = frozenset()
+    # Graded relevance of the relevant documents, where the qrels grade them (NFCorpus: 1, 2);
+    # a relevant document not listed here has grade 1.
+    doc_grades: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,8 @@ def load_beir(directory: Path, split: str = "test", name: str | None = None) -> 
                 answer=answer if relevant else "",
                 answerable=bool(relevant),
                 relevant_docs=relevant,
+                doc_grades=tuple(sorted((d, score) for d, score in qrels.get(qid, {}).items()
+                                        if score > 1)),
             )
         )
     if not questions:

@@ -89,14 +89,19 @@ def evidence_judgements(
 
 
 def document_judgements(
-    ranked_doc_ids: Sequence[str], relevant_docs: Collection[str]
+    ranked_doc_ids: Sequence[str], relevant_docs: Collection[str],
+    grades: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, int], dict[str, float]]:
     """Judge a ranking of nodes by source document (BEIR, SQuAD): `(qrels, run)`.
 
     Several nodes of one document count once, at the rank of the first, as the usual
-    document-level evaluation does.
+    document-level evaluation does, so the run ranks distinct documents: the caller
+    retrieves deep enough to fill k of them. `grades` gives graded relevance (nDCG's gain)
+    where the qrels grade documents; any other relevant document has grade 1.
     """
-    return {d: 1 for d in relevant_docs}, run_from_ranking(ranked_doc_ids)
+    grades = grades or {}
+    return ({d: max(1, int(grades.get(d, 1))) for d in relevant_docs},
+            run_from_ranking(ranked_doc_ids))
 
 
 # --- ranking metrics with ranx ---------------------------------------------------------
@@ -108,9 +113,10 @@ def _ranked_ids(scores: Mapping[str, float]) -> list[str]:
 
 
 def _judged(qrels: Qrels) -> dict[str, dict[str, int]]:
-    # Binary relevance, as the design's rule is (a node is relevant or not): graded
-    # BEIR scores would otherwise make ranx's nDCG graded and the cross-check binary.
-    judged = {qid: {d: 1 for d, r in docs.items() if r > 0} for qid, docs in qrels.items()}
+    # Positive grades only. A grade is nDCG's gain (linear, as BEIR's pytrec_eval and ranx's
+    # "ndcg" take it); MRR, recall and hit count any positive grade as relevant. Evidence sets
+    # and binary qrels have grade 1 throughout.
+    judged = {qid: {d: int(r) for d, r in docs.items() if r > 0} for qid, docs in qrels.items()}
     judged = {qid: docs for qid, docs in judged.items() if docs}
     if not judged:
         raise ValueError("no query has a relevant document: nothing to rank")
@@ -158,7 +164,8 @@ def _ranx_evaluate(
 def ranking_metrics(qrels: Qrels, run: RunScores, k: int = 10) -> dict[str, float]:
     """MRR@k, nDCG@k, Recall@k, Hit@1 and Hit@k averaged over the judged queries (ranx).
 
-    Relevance is binary (any positive grade counts as 1). Queries with no relevant
+    nDCG takes positive grades as gains (binary where every grade is 1); MRR, recall and hit
+    count any positive grade as relevant. Queries with no relevant
     document (unanswerable ones) are left out; a judged query missing from `run` scores 0. Tied scores are ordered by the run's insertion order
     before ranx sees them, so its order is the retriever's order.
     """
@@ -186,13 +193,19 @@ def reciprocal_rank(ranked: Sequence[str], relevant: Collection[str], k: int = 1
     return 1.0 / positions[0] if positions else 0.0
 
 
-def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> float:
-    """nDCG@k with binary gains: sum of 1/log2(rank+1) over hits, over the ideal sum."""
+def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int = 10,
+              grades: Mapping[str, int] | None = None) -> float:
+    """nDCG@k: the sum of gain/log2(rank+1) over hits, over the ideal sum. The gain is the
+    item's grade in `grades` (linear gains, as pytrec_eval), else 1: binary without grades."""
+    def gain(d: str) -> float:
+        return float(grades.get(d, 1)) if grades else 1.0
+
     positions = _relevant_positions(ranked, relevant, k)
-    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(k, len(set(relevant))) + 1))
+    best = sorted((gain(d) for d in set(relevant)), reverse=True)[:k]
+    ideal = sum(g / math.log2(i + 1) for i, g in enumerate(best, start=1))
     if ideal == 0.0:
         return 0.0
-    return sum(1.0 / math.log2(i + 1) for i in positions) / ideal
+    return sum(gain(ranked[i - 1]) / math.log2(i + 1) for i in positions) / ideal
 
 
 def recall_at_k(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> float:
@@ -211,13 +224,14 @@ def hit_at_k(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> f
 def ranking_metrics_reference(qrels: Qrels, run: RunScores, k: int = 10) -> dict[str, float]:
     """`ranking_metrics` computed without ranx, with the same conventions."""
     _check_k(k)
-    judged = {qid: set(docs) for qid, docs in _judged(qrels).items()}
+    judged = _judged(qrels)
     totals = dict.fromkeys(metric_names(k), 0.0)
-    for qid, relevant in judged.items():
+    for qid, grades in judged.items():
+        relevant = set(grades)
         ranked = list(dict.fromkeys(_ranked_ids(run.get(qid, {}))))
         per_query = {
             f"mrr@{k}": reciprocal_rank(ranked, relevant, k),
-            f"ndcg@{k}": ndcg_at_k(ranked, relevant, k),
+            f"ndcg@{k}": ndcg_at_k(ranked, relevant, k, grades),
             f"recall@{k}": recall_at_k(ranked, relevant, k),
             "hit@1": hit_at_k(ranked, relevant, 1),
             f"hit@{k}": hit_at_k(ranked, relevant, k),

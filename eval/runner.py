@@ -346,24 +346,35 @@ class LocalBackend:
         threshold = self.threshold()
         count = getattr(self.embedder, "token_count", None)
         out: list[Outcome] = []
+        documents = self.dataset.relevance == "document"
         for q in questions:
             vector = self._vectors[q.question]
             start = time.perf_counter()
             hits = retriever.search(q.question, k=max(k, self.answer_k), mode=spec.mode,
                                     merge=spec.merge, query_vector=vector)
             passages = hits[: self.answer_k]
+            latency = time.perf_counter() - start
+            ranked = [Ranked(h.node_id, h.text, h.source) for h in hits[:k]]
+            if documents:  # rank k distinct documents: retrieve deeper where chunks repeat one
+                def deeper(depth: int, q: LabelledQuestion = q, vector: Any = vector) -> list[Ranked]:
+                    return [Ranked(h.node_id, h.text, h.source) for h in retriever.search(
+                        q.question, k=depth, mode=spec.mode, merge=spec.merge, query_vector=vector)]
+
+                ranked = fill_documents(deeper, k, lambda r: _doc_id(r.source, self.doc_of),
+                                        start=max(k, self.answer_k))
+            start = time.perf_counter()
             # Answer at no threshold, then apply it here: the same decision extract_answer
             # makes, and the would-be answer is known for the threshold sweep.
             # max_hits stays the answerer's default, as the service calls it.
             raw = extract_answer(q.question, vector, passages, snapshot,
                                  max_sentences=self.max_sentences, threshold=-math.inf)
-            latency = time.perf_counter() - start + self.embed_s_per_question
+            latency += time.perf_counter() - start + self.embed_s_per_question
             candidate = raw.plain if raw.answerable else None
             answered = candidate is not None and not abstains(raw.confidence, threshold)
             contexts = [h.text for h in passages]
             out.append(Outcome(
                 qid=q.id,
-                ranked=[Ranked(h.node_id, h.text, h.source) for h in hits[:k]],
+                ranked=ranked,
                 contexts=contexts,
                 answer=candidate if answered and candidate is not None else "",
                 answerable=answered,
@@ -387,7 +398,8 @@ class HttpBackend:
 
     def __init__(self, url: str, *, api_key: str | None = None, answer_k: int = DEFAULT_ANSWER_K,
                  timeout_s: float = 60.0, client: Any = None,
-                 token_count: Callable[[str], int] | None = None) -> None:
+                 token_count: Callable[[str], int] | None = None,
+                 dataset: Dataset | None = None, max_search_k: int = 50) -> None:
         import httpx
 
         if not url.startswith(("http://", "https://")):
@@ -398,6 +410,11 @@ class HttpBackend:
         self.description = url
         self.answer_k = answer_k
         self.token_count = token_count
+        # Document-level sets rank k distinct documents: /v1/search is asked deeper, up to the
+        # service's largest k (its max_top_k setting, 50 by default).
+        self.dataset_relevance = dataset.relevance if dataset is not None else "evidence"
+        self.doc_of = _doc_map_for_http(dataset) if dataset is not None else {}
+        self.max_search_k = max_search_k
         self._client = client or httpx.Client(base_url=url.rstrip("/"), headers=headers,
                                               timeout=timeout_s)
 
@@ -428,11 +445,18 @@ class HttpBackend:
     def run(self, spec: RunSpec, questions: Sequence[LabelledQuestion], k: int,
             tick: Callable[[], None]) -> list[Outcome]:
         out: list[Outcome] = []
+        documents = self.dataset_relevance == "document"
         for q in questions:
-            start = time.perf_counter()
-            found = self._get_json("GET", "/v1/search", params={
-                "q": q.question, "k": k, "mode": spec.mode, "merge": str(spec.merge).lower()})
-            items = found.get("hits", found.get("results", []))
+            def search(depth: int, q: LabelledQuestion = q) -> list[Ranked]:
+                found = self._get_json("GET", "/v1/search", params={
+                    "q": q.question, "k": depth, "mode": spec.mode, "merge": str(spec.merge).lower()})
+                items = found.get("hits", found.get("results", []))
+                return [Ranked(str(h.get("node_id", i)), str(h.get("text", "")),
+                               str(h.get("source", ""))) for i, h in enumerate(items)]
+
+            ranked = (fill_documents(search, k, lambda r: _doc_id(r.source, self.doc_of),
+                                     limit=self.max_search_k)
+                      if documents else search(k))
             start = time.perf_counter()
             asked = self._get_json("POST", "/v1/ask", json={
                 "question": q.question, "top_k": self.answer_k, "mode": spec.mode})
@@ -443,8 +467,7 @@ class HttpBackend:
             confidence = asked.get("confidence")
             out.append(Outcome(
                 qid=q.id,
-                ranked=[Ranked(str(h.get("node_id", i)), str(h.get("text", "")),
-                               str(h.get("source", ""))) for i, h in enumerate(items)],
+                ranked=ranked,
                 contexts=contexts,
                 answer=answer,
                 answerable=answered,
@@ -477,7 +500,34 @@ def judge(dataset: Dataset, question: LabelledQuestion, ranked: Sequence[Ranked]
     """(qrels, run) for one answerable question under the dataset's relevance rule."""
     if dataset.relevance == "evidence":
         return evidence_judgements([(r.node_id, r.text) for r in ranked], question.evidence)
-    return document_judgements([_doc_id(r.source, doc_of) for r in ranked], question.relevant_docs)
+    return document_judgements([_doc_id(r.source, doc_of) for r in ranked], question.relevant_docs,
+                               dict(question.doc_grades))
+
+
+def fill_documents(search: Callable[[int], Sequence[Ranked]], k: int, doc_key: Callable[[Ranked], str],
+                   *, start: int | None = None, limit: int = 4096) -> list[Ranked]:
+    """Nodes ranked deep enough to hold `k` distinct documents (standard BEIR scoring ranks the
+    first k distinct documents, and k chunk hits hold fewer when documents have several chunks).
+
+    `search(depth)` returns the top `depth` nodes. The depth starts at `start` (default k) and
+    doubles until the nodes hold k documents, a deeper search returns no more nodes than the
+    last (the retriever ran out; auto-merge can return fewer than asked before that) or
+    `limit` nodes were asked for. Returns the nodes up to the one that brings the k-th
+    document; the caller's document judgement counts each document once, at its first node.
+    """
+    depth = min(max(k, start or k), limit)
+    found = -1
+    while True:
+        nodes = list(search(depth))
+        seen: set[str] = set()
+        for i, node in enumerate(nodes):
+            seen.add(doc_key(node))
+            if len(seen) == k:
+                return nodes[: i + 1]
+        if len(nodes) <= found or depth >= limit:
+            return nodes
+        found = len(nodes)
+        depth = min(depth * 2, limit)
 
 
 def reference_contexts(dataset: Dataset, question: LabelledQuestion) -> list[str]:

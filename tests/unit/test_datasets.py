@@ -176,6 +176,8 @@ def test_load_beir(tmp_path: Path) -> None:
     assert not by_id["q2"].answerable and by_id["q2"].relevant_docs == frozenset()
     assert not by_id["q3"].answerable
     assert by_id["q5"].relevant_docs == {"2", "d/3"} and by_id["q5"].answer == "y"
+    assert by_id["q5"].doc_grades == (("2", 2),)  # graded qrels keep their grades (1 is implied)
+    assert by_id["q1"].doc_grades == ()
     assert all(q.evidence == () for q in dataset.questions)
 
 

@@ -13,6 +13,7 @@ from eval.runner import (
     Ranked,
     RunSpec,
     build_specs,
+    fill_documents,
     judge,
     parse_chunk_sizes,
     parse_mode,
@@ -180,3 +181,61 @@ def test_document_relevance_maps_sources_to_documents() -> None:
     assert qrels == {"d2": 1}
     assert sorted(run, key=lambda d: -run[d]) == ["d1", "d2"]  # two d1 nodes count once
     assert reference_contexts(ds, ds.questions[0]) == ["two"]
+
+
+# --- k distinct documents from a deeper retrieval (BEIR scoring) -------------------------
+
+# A retriever's node ranking where documents have several chunks: d1 d1 d2 d1 d3 d2 d4 d5 ...
+CHUNKS = [Ranked(f"n{i}", "", f"{d}.txt") for i, d in enumerate(
+    ["d1", "d1", "d2", "d1", "d3", "d2", "d4", "d5", "d5", "d6", "d7", "d8"])]
+
+
+def _searcher(nodes: list[Ranked]) -> tuple[list[int], object]:
+    asked: list[int] = []
+
+    def search(depth: int) -> list[Ranked]:
+        asked.append(depth)
+        return nodes[:depth]
+    return asked, search
+
+
+def test_fill_documents_searches_deeper_until_k_documents() -> None:
+    asked, search = _searcher(CHUNKS)
+    got = fill_documents(search, 4, lambda r: r.source)  # type: ignore[arg-type]
+    # 4 nodes hold 2 documents (d1, d2); 8 nodes hold d1 d2 d3 d4: cut after d4's first node
+    assert asked == [4, 8]
+    assert [r.node_id for r in got] == ["n0", "n1", "n2", "n3", "n4", "n5", "n6"]
+    assert list(dict.fromkeys(r.source for r in got)) == ["d1.txt", "d2.txt", "d3.txt", "d4.txt"]
+
+
+def test_fill_documents_stops_when_the_retriever_runs_out_or_at_the_limit() -> None:
+    asked, search = _searcher(CHUNKS)
+    got = fill_documents(search, 20, lambda r: r.source)  # type: ignore[arg-type]
+    assert asked == [20, 40] and len(got) == len(CHUNKS)  # the second search found nothing more
+    asked, search = _searcher(CHUNKS)
+    got = fill_documents(search, 6, lambda r: r.source, limit=5)  # type: ignore[arg-type]
+    assert asked == [5] and len(got) == 5
+
+
+def test_document_scores_rank_k_distinct_documents_by_hand() -> None:
+    """@k counts k distinct documents: the same run cut at 4 nodes would see only d1 and d2."""
+    ds = Dataset(
+        name="docs", relevance="document",
+        questions=(LabelledQuestion("q", "?", "", answerable=True,
+                                    relevant_docs=frozenset({"d3", "d4"}), doc_grades=(("d4", 2),)),),
+        documents={d: Document(d, d) for d in ("d1", "d2", "d3", "d4", "d5")},
+    )
+    doc_of = {f"d{i}.txt": f"d{i}" for i in range(1, 9)}
+    _, search = _searcher(CHUNKS)
+    ranked = fill_documents(search, 4, lambda r: doc_of[r.source])  # type: ignore[arg-type]
+    outcome = Outcome("q", ranked, [], "", False, None, "", 0.0)
+    m = score_outcomes(ds, [outcome], k=4, doc_of=doc_of)
+    # documents d1 d2 d3 d4 at ranks 1-4; d3 (gain 1) at rank 3, d4 (gain 2) at rank 4
+    dcg = 1 / 2 + 2 / math.log2(5)
+    ideal = 2 / 1 + 1 / math.log2(3)
+    assert m["mrr@4"] == pytest.approx(1 / 3)
+    assert m["ndcg@4"] == pytest.approx(dcg / ideal)  # 0.4920
+    assert m["recall@4"] == 1.0
+    shallow = score_outcomes(ds, [Outcome("q", CHUNKS[:4], [], "", False, None, "", 0.0)], k=4,
+                             doc_of=doc_of)
+    assert shallow["mrr@4"] == 0.0  # four chunk hits, two documents: neither relevant one

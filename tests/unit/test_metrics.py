@@ -125,11 +125,15 @@ def test_ties_follow_the_runs_order() -> None:
     assert ranking_metrics_reference(qrels, {"q": {"n": 1.0, "r": 1.0}})["mrr@10"] == 0.5
 
 
-def test_graded_relevance_counts_as_binary() -> None:
+def test_graded_relevance_is_the_gain_of_ndcg_only() -> None:
     run = {"q": run_from_ranking(["a", "b"])}
     graded = ranking_metrics({"q": {"a": 1, "b": 3}}, run)
-    assert graded == ranking_metrics({"q": {"a": 1, "b": 1}}, run)
-    assert graded["ndcg@10"] == 1.0
+    binary = ranking_metrics({"q": {"a": 1, "b": 1}}, run)
+    assert binary["ndcg@10"] == 1.0
+    # the grade-3 document ranked second: DCG 1 + 3/log2(3), ideal 3 + 1/log2(3)
+    assert graded["ndcg@10"] == pytest.approx((1 + 3 / LOG2_3) / (3 + 1 / LOG2_3))
+    assert {m: v for m, v in graded.items() if m != "ndcg@10"} == \
+        {m: v for m, v in binary.items() if m != "ndcg@10"}
 
 
 def test_only_unanswerable_queries_is_an_error() -> None:
@@ -315,3 +319,21 @@ def test_contains_evidence() -> None:
     assert normalize_text("  a \t b\n") == "a b"
     with pytest.raises(ValueError, match="evidence must not be empty"):
         contains_evidence(node, "  ")
+
+
+def test_graded_document_judgements_worked_by_hand() -> None:
+    """Graded qrels (NFCorpus-style): nDCG takes the grade as its gain, MRR and recall do not."""
+    # ranked documents d1 (not relevant), d2 (grade 2), d3 (grade 1); d4 (grade 1) never retrieved
+    qrels, run = document_judgements(["d1", "d2", "d2", "d3"], {"d2", "d3", "d4"}, {"d2": 2})
+    assert qrels == {"d2": 2, "d3": 1, "d4": 1}
+    got = ranking_metrics({"q": qrels}, {"q": run})
+    dcg = 2 / LOG2_3 + 1 / 2  # ranks 2 and 3: log2(3), log2(4) = 2
+    ideal = 2 / 1 + 1 / LOG2_3 + 1 / 2  # grades 2, 1, 1 at ranks 1, 2, 3
+    assert got["ndcg@10"] == pytest.approx(dcg / ideal)  # 0.5627
+    assert got["mrr@10"] == 0.5
+    assert got["recall@10"] == pytest.approx(2 / 3)
+    assert ranking_metrics_reference({"q": qrels}, {"q": run}) == pytest.approx(got)
+    # binary qrels of the same documents score lower nDCG: the grade-2 document is no longer worth more
+    binary, _ = document_judgements(["d1", "d2", "d2", "d3"], {"d2", "d3", "d4"})
+    assert ranking_metrics({"q": binary}, {"q": run})["ndcg@10"] == pytest.approx(
+        (1 / LOG2_3 + 1 / 2) / (1 + 1 / LOG2_3 + 1 / 2))
