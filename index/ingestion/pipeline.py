@@ -401,6 +401,7 @@ class _Run:
         lexical = BM25Index(list(leaves), [embed_text(self.tree[i]) for i in leaves])
         manifest = Manifest(
             model=self.embedder.model_name, dim=self.embedder.dim,
+            embedder_backend=str(getattr(self.embedder, "backend", "")),
             chunk_sizes=list(self.config.chunk_sizes), chunk_overlap=self.config.chunk_overlap,
             files=dict(sorted(self.files.items())), skipped=dict(self.report.skipped),
             index_kind=self.vectors.kind, nodes=len(self.tree), leaves=len(leaves), sentences=len(sentences),

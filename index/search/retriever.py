@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.models.embedder import Embedder
+from index.models.embedder import Embedder, encode_queries
 from index.search.fusion import RRF_K, rrf
 from index.search.merge import auto_merge
 from index.store.snapshot import Snapshot
@@ -63,7 +63,7 @@ class Retriever:
         self.dense_weight = dense_weight
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
-        return self.embedder.encode(queries)
+        return encode_queries(self.embedder, queries)
 
     def rank(self, query: str, k: int = 5, mode: str = "hybrid", merge: bool = True,
              query_vector: np.ndarray | None = None) -> list[tuple[str, float]]:

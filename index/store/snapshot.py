@@ -73,12 +73,15 @@ class Manifest:
     created_at: str = ""
     format_version: int = FORMAT_VERSION
     backend: str = "faiss"  # where leaf vectors are: "faiss" or "milvus"
+    embedder_backend: str = ""  # how the leaves were embedded: "torch", "onnx-int8", ... ("" before it was recorded)
     vector_store: dict[str, str] = field(default_factory=dict)  # milvus: URI (no secret), collection
 
     def to_json(self) -> str:
         d = asdict(self)
         if self.backend == "faiss":  # FAISS manifests stay as they were, readable by older builds
             del d["backend"], d["vector_store"]
+        if not self.embedder_backend:
+            del d["embedder_backend"]
         return json.dumps(d, indent=1, sort_keys=True)
 
     @classmethod
@@ -265,7 +268,7 @@ def manifest_dict(snapshot: Snapshot) -> dict[str, Any]:
         "version": snapshot.version, "model": m.model, "dim": m.dim, "chunk_sizes": m.chunk_sizes,
         "index_kind": snapshot.vectors.kind, "faiss_on_gpu": snapshot.vectors.search_device == "gpu",
         "files": len(m.files), "nodes": m.nodes, "leaves": m.leaves, "created_at": m.created_at,
-        "vector_backend": m.backend,
+        "vector_backend": m.backend, "embedder_backend": m.embedder_backend or None,
         **({"milvus": {k: m.vector_store[k] for k in ("uri", "collection", "index_type") if k in m.vector_store}}
            if m.backend == "milvus" else {}),
     }
