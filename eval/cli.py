@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="API key for --url [default: $NOTESRAG_EVAL_API_KEY]")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help="where the reports go [default: %(default)s]")
+    p.add_argument("--sentence-vectors", choices=("pooled", "separate"), default="separate",
+                   help="how in-process indexes give sentences their vectors: pooled from their "
+                        "leaf's pass, or a pass of their own [default: %(default)s]")
     p.add_argument("--index-dir", type=Path, metavar="DIR",
                    help=f"cache of indexes keyed by corpus, chunk sizes, model and index code "
                         f"[default: {DEFAULT_CACHE}]")
@@ -181,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "NOTESRAG_EVAL_API_KEY"), answer_k=args.answer_k,
                 token_count=getattr(embedder, "token_count", None), dataset=dataset)
         else:
-            cache = IndexCache(None if args.no_cache else (args.index_dir or DEFAULT_CACHE))
+            cache = IndexCache(None if args.no_cache else (args.index_dir or DEFAULT_CACHE),
+                               sentence_vectors=args.sentence_vectors)
             backend = LocalBackend(dataset, cache, embedder, answer_k=args.answer_k,
                                    abstain_threshold=args.abstain_threshold, progress=progress)
         ragas = None

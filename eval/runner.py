@@ -232,7 +232,8 @@ class IndexCache:
     With `root=None` everything lives in a temporary directory removed by `close`.
     """
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, sentence_vectors: str = "separate") -> None:
+        self.sentence_vectors = sentence_vectors
         self._tmp = None if root is not None else tempfile.mkdtemp(prefix="notesrag-eval-")
         self.root = Path(root) if root is not None else Path(self._tmp)  # type: ignore[arg-type]
         self.root.mkdir(parents=True, exist_ok=True)
@@ -267,9 +268,9 @@ class IndexCache:
 
         key = hashlib.sha256(json.dumps(
             [str(corpus), corpus_hash(corpus), list(chunk_sizes), embedder.model_name,
-             embedder.dim, self._code]).encode()).hexdigest()[:16]
+             embedder.dim, self._code, self.sentence_vectors]).encode()).hexdigest()[:16]
         index_dir = self.root / f"index-{'-'.join(map(str, chunk_sizes))}-{key}"
-        config = IndexConfig(chunk_sizes=chunk_sizes)
+        config = IndexConfig(chunk_sizes=chunk_sizes, sentence_vectors=self.sentence_vectors)
         # Ingestion is incremental: on a cached index it checks hashes and embeds nothing.
         try:
             report = ingest_sync([corpus], index_dir, config, embedder=embedder,

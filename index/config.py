@@ -38,6 +38,9 @@ class IndexConfig:
     hnsw_threshold: int = 100_000
     max_file_bytes: int = MAX_FILE_BYTES
     queue_size: int = 8
+    # How sentences get their vectors (extractive answers score them): "pooled" from their
+    # leaf's token vectors in the leaf's one pass, or "separate", a pass of their own.
+    sentence_vectors: str = "separate"
     # Where leaf vectors live: "faiss" (a file in each snapshot, the default) or "milvus"
     # (index.store.milvus). milvus_uri None: Milvus Lite in <index_dir>/milvus.db; else a server URL
     # or another Lite file. The token never reaches a snapshot, a log or a repr.
@@ -57,6 +60,8 @@ class IndexConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.hnsw_threshold <= 0:
             raise ValueError(f"hnsw_threshold must be positive, got {self.hnsw_threshold}")
+        if self.sentence_vectors not in ("pooled", "separate"):
+            raise ValueError(f"sentence vectors must be pooled or separate, got {self.sentence_vectors!r}")
         if self.vector_backend not in VECTOR_BACKENDS:
             raise ValueError(f"vector backend must be one of {', '.join(VECTOR_BACKENDS)}, "
                              f"got {self.vector_backend!r}")

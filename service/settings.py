@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # (the same vectors as torch, a question in less than half the time, and no torch in the
     # server process until an ingest job needs it: ~420 MB RSS instead of ~940), torch on a GPU.
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    # How ingestion gives sentences their vectors: pooled from their leaf's one pass, or separate.
+    sentence_vectors: Literal["pooled", "separate"] = "separate"
     chunk_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [2048, 512, 128])
     chunk_overlap: int = 20
     hnsw_threshold: int = 100_000
@@ -151,6 +153,7 @@ class Settings(BaseSettings):
             vector_backend=self.vector_backend, milvus_uri=self.milvus_uri,
             milvus_token=self.milvus_token.get_secret_value() if self.milvus_token else None,
             milvus_collection=self.milvus_collection, milvus_index_type=self.milvus_index_type,
+            sentence_vectors=self.sentence_vectors,
         )
 
 

@@ -137,6 +137,8 @@ class EmbedInputs:
     owners: np.ndarray  # per sentence: its leaf's vector id
     starts: np.ndarray  # per sentence: character span in the source file
     ends: np.ndarray
+    # per leaf: the character spans of its sentences in what is embedded for it
+    local: list[list[tuple[int, int]]] = field(default_factory=list)
 
     def sentences(self, vectors: np.ndarray) -> SentenceStore:
         """The sentence rows, given the vectors of `texts` (leaves first)."""
@@ -148,15 +150,44 @@ def embedding_inputs(leaves: Sequence[LeafRow]) -> EmbedInputs:
     owners: list[int] = []
     starts: list[int] = []
     ends: list[int] = []
+    local: list[list[tuple[int, int]]] = []
     for vid, start, text, body_at in leaves:
         body = text[body_at:]
-        for a, b in split_sentences(body):
+        spans = split_sentences(body)
+        local.append([(body_at + a, body_at + b) for a, b in spans])
+        for a, b in spans:
             owners.append(vid)
             starts.append(start + a)
             ends.append(start + b)
             texts.append(body[a:b])
     return EmbedInputs(np.array([r[0] for r in leaves], dtype=np.int64), texts, np.array(owners, np.int64),
-                       np.array(starts, np.int64), np.array(ends, np.int64))
+                       np.array(starts, np.int64), np.array(ends, np.int64), local)
+
+
+SENTENCE_VECTORS = ("pooled", "separate")
+
+
+def embed_leaves(embedder: Embedder, leaves: Sequence[LeafRow], batch_size: int | None,
+                 sentence_vectors: str = "separate") -> tuple[np.ndarray, np.ndarray, SentenceStore]:
+    """(leaf vector ids, leaf vectors, sentence rows) of a batch of leaves.
+
+    "separate": every sentence is encoded on its own after its leaf (two passes). "pooled",
+    where the embedder mean-pools its tokens (`encode_spans`): one pass over the leaves, each
+    sentence's vector pooled from its leaf's token vectors; other embedders, and sentences
+    cut off by the model's window, fall back to their own pass.
+    """
+    inputs = embedding_inputs(leaves)
+    n = len(inputs.leaf_ids)
+    encode_spans = getattr(embedder, "encode_spans", None)
+    if sentence_vectors != "pooled" or encode_spans is None or not getattr(embedder, "pools_spans", False):
+        vecs = embedder.encode(inputs.texts, batch_size)
+        return inputs.leaf_ids, vecs[:n], inputs.sentences(vecs)
+    leaf_vecs, per_leaf = encode_spans(inputs.texts[:n], inputs.local, batch_size)
+    sent = np.concatenate(per_leaf) if per_leaf else np.zeros((0, embedder.dim), np.float32)
+    missing = np.flatnonzero(np.isnan(sent).any(axis=1))
+    if len(missing):
+        sent[missing] = embedder.encode([inputs.texts[n + i] for i in missing], batch_size)
+    return inputs.leaf_ids, leaf_vecs, SentenceStore(inputs.owners, inputs.starts, inputs.ends, sent)
 
 
 @contextlib.contextmanager
@@ -367,9 +398,8 @@ class _Run:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def _embed_batch(self, leaves: list[Node]) -> None:
-        inputs = embedding_inputs([leaf_row(n) for n in leaves])
-        vecs = self.embedder.encode(inputs.texts, self.batch_size)
-        self._add_embedded(inputs.leaf_ids, vecs[: len(leaves)], inputs.sentences(vecs))
+        self._add_embedded(*embed_leaves(self.embedder, [leaf_row(n) for n in leaves], self.batch_size,
+                                         self.config.sentence_vectors))
 
     def _add_embedded(self, leaf_ids: np.ndarray, leaf_vectors: np.ndarray, sentences: SentenceStore) -> None:
         """Take the vectors of newly embedded leaves and of their sentences (every engine ends here)."""

@@ -38,7 +38,7 @@ from index.ingestion.pipeline import (
     IngestReport,
     _Run,
     checked_roots,
-    embedding_inputs,
+    embed_leaves,
     leaf_row,
     run_locked,
 )
@@ -227,7 +227,8 @@ class _RayRun(_Run):
             _EncodeLeaves, compute=compute, batch_size=rows, batch_format="numpy", zero_copy_batch=True,
             fn_constructor_kwargs={"model": self.config.model, "device": device,
                                    "batch_size": self.config.batch_size,
-                                   "expect": (self.embedder.model_name, self.embedder.dim)},
+                                   "expect": (self.embedder.model_name, self.embedder.dim),
+                                   "sentence_vectors": self.config.sentence_vectors},
             **({"num_gpus": share} if gpus else {"num_cpus": share}),
         )
         return iter(ds.iter_batches(batch_size=None, batch_format="numpy")), sent
@@ -261,7 +262,8 @@ class _EncodeLeaves:
     leaf's vector id, `start`/`end` its span in the source file), each with its `vector`.
     """
 
-    def __init__(self, model: str | None, device: str, batch_size: int | None, expect: tuple[str, int]) -> None:
+    def __init__(self, model: str | None, device: str, batch_size: int | None, expect: tuple[str, int],
+                 sentence_vectors: str = "separate") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if device == "cpu":
@@ -273,16 +275,16 @@ class _EncodeLeaves:
             raise IngestError(f"a Ray worker loaded model {self.embedder.model_name!r} (dim {self.embedder.dim}), "
                               f"the driver {expect[0]!r} (dim {expect[1]})")
         self.batch_size = batch_size or getattr(self.embedder, "default_batch_size", 32)
+        self.sentence_vectors = sentence_vectors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = list(zip(batch["id"].tolist(), batch["start"].tolist(), batch["text"].tolist(),
                         batch["body_at"].tolist(), strict=True))
-        inputs = embedding_inputs(rows)
-        vecs = self.embedder.encode(inputs.texts, self.batch_size)
-        n, m = len(rows), len(inputs.owners)
+        leaf_ids, leaf_vecs, sentences = embed_leaves(self.embedder, rows, self.batch_size, self.sentence_vectors)
+        n, m = len(rows), len(sentences)
         none = np.full(n, -1, np.int64)
-        return {"id": np.concatenate([inputs.leaf_ids, inputs.owners]),
+        return {"id": np.concatenate([leaf_ids, sentences.leaf]),
                 "leaf": np.arange(n + m) < n,
-                "start": np.concatenate([none, inputs.starts]),
-                "end": np.concatenate([none, inputs.ends]),
-                "vector": vecs}
+                "start": np.concatenate([none, sentences.start]),
+                "end": np.concatenate([none, sentences.end]),
+                "vector": np.concatenate([leaf_vecs, sentences.vectors.astype(np.float32)])}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -157,6 +158,60 @@ class SentenceTransformerEmbedder:
 
     def token_count(self, text: str) -> int:
         return len(self._model.tokenizer.tokenize(text))
+
+    @property
+    def pools_spans(self) -> bool:
+        """Whether `encode_spans` can pool this model's token vectors (mean-pooling models)."""
+        return getattr(self._model[1], "pooling_mode", None) == "mean" if len(self._model) > 1 else False
+
+    def encode_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]],
+                     batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass over `texts`: their vectors (as `encode` gives them) and, for each
+        text, one vector per character span in `spans[i]`: the mean of the contextual token
+        vectors the span covers, L2-normalised, as the model pools a whole text. A span with no
+        token in the model's window (cut off by truncation) gets a row of NaN.
+
+        This is what lets ingestion embed each leaf once and still give every sentence a
+        vector: the sentences' vectors are pooled from their leaf's pass.
+        """
+        if not self.pools_spans:
+            raise ValueError(f"{self.model_name} does not mean-pool its tokens: spans cannot be pooled")
+        import torch
+
+        size = batch_size or self.default_batch_size
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = []
+        tokenizer = self._model.tokenizer
+        with self._lock, one_thread(torch.get_num_threads, torch.set_num_threads,
+                                    self.device == "cpu" and len(texts) <= FEW_TEXTS):
+            for lo in range(0, len(texts), size):
+                batch = texts[lo:lo + size]
+                enc = tokenizer(batch, padding=True, truncation=True, max_length=self._model.max_seq_length,
+                                return_offsets_mapping=True, return_tensors="pt")
+                offsets = enc.pop("offset_mapping").numpy()
+                features = {k: v.to(self.device) for k, v in enc.items()}
+                with torch.inference_mode():
+                    out = self._model.forward(features)
+                vectors[lo:lo + len(batch)] = out["sentence_embedding"].float().cpu().numpy()
+                tokens = out["token_embeddings"].float().cpu().numpy()
+                mask = enc["attention_mask"].numpy().astype(bool)
+                for i in range(len(batch)):
+                    pooled.append(pool_spans(tokens[i], mask[i], offsets[i], spans[lo + i]))
+        return vectors, pooled
+
+
+def pool_spans(tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray,
+               spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """L2-normalised mean of the token vectors (rows of `tokens`) whose character offsets
+    overlap each span; special and padding tokens (empty offsets, mask 0) never count."""
+    real = mask & (offsets[:, 1] > offsets[:, 0])
+    out = np.full((len(spans), tokens.shape[1]), np.nan, dtype=np.float32)
+    for j, (a, b) in enumerate(spans):
+        inside = real & (offsets[:, 0] < b) & (offsets[:, 1] > a)
+        if inside.any():
+            v = tokens[inside].mean(axis=0)
+            out[j] = v / max(float(np.linalg.norm(v)), 1e-12)
+    return out
 
 
 def _onnx_encoder(st_model: object, location: str, backend: str) -> OnnxEncoder:
