@@ -7,6 +7,8 @@ its source file, so re-ingesting an unchanged file yields the same nodes.
 
 from __future__ import annotations
 
+import bisect
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,8 @@ class Chunker:
         from llama_index.core import Document
         from llama_index.core.schema import NodeRelationship
         docs = [Document(text=s.text, id_=str(i)) for i, s in enumerate(sections)]
+        lines = LineIndex(src.text)
+        anchors = heading_anchors(sections)
         raw = self._parser.get_nodes_from_documents(docs)
         by_raw = {n.node_id: n for n in raw}
         levels = _levels(raw)
@@ -68,8 +72,51 @@ class Chunker:
             nid = node_id(src.path, levels[n.node_id], start, text)
             new_id[n.node_id] = nid
             out.append(Node(nid, levels[n.node_id], text, src.path, sec.heading_path, start,
-                            start + len(text), parent))
+                            start + len(text), parent, lines.line_of(start),
+                            lines.line_of(max(start, start + len(text) - 1)),
+                            anchors[int(n.ref_doc_id or 0)]))
         return _dedupe(out)
+
+
+class LineIndex:
+    """1-based line numbers of character offsets in one text (a binary search a look-up)."""
+
+    def __init__(self, text: str) -> None:
+        self._breaks = [m.start() for m in re.finditer("\n", text)]
+
+    def line_of(self, offset: int) -> int:
+        return bisect.bisect_left(self._breaks, offset) + 1
+
+
+_SLUG_DROP = re.compile(r"[^\w\- ]", re.UNICODE)
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens
+    (MkDocs' default gives the same for headings of words, digits and single spaces)."""
+    return _SLUG_DROP.sub("", heading.strip().lower()).replace(" ", "-")
+
+
+def heading_anchors(sections: Sequence[Section]) -> list[str]:
+    """Each section's anchor, in document order: a heading met again gets "-1", "-2", ... as on
+    GitHub. Consecutive sections under one heading (a long section cut up) share its anchor.
+    Only headings with text of their own make sections, so a duplicate of a heading that has
+    none is not counted (GitHub would count it)."""
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    previous: tuple[str, ...] | None = None
+    for sec in sections:
+        if not sec.heading_path:
+            out.append("")
+        elif sec.heading_path == previous:
+            out.append(out[-1])
+        else:
+            base = slug(sec.heading_path[-1])
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            out.append(base if n == 0 else f"{base}-{n}")
+        previous = sec.heading_path
+    return out
 
 
 def _levels(raw: Sequence[BaseNode]) -> dict[str, int]:

@@ -432,6 +432,7 @@ class _Run:
         manifest = Manifest(
             model=self.embedder.model_name, dim=self.embedder.dim,
             embedder_backend=str(getattr(self.embedder, "backend", "")),
+            roots=self._roots_kept(),
             chunk_sizes=list(self.config.chunk_sizes), chunk_overlap=self.config.chunk_overlap,
             files=dict(sorted(self.files.items())), skipped=dict(self.report.skipped),
             index_kind=self.vectors.kind, nodes=len(self.tree), leaves=len(leaves), sentences=len(sentences),
@@ -441,6 +442,14 @@ class _Run:
         path = write_snapshot(self.index_dir, manifest, self.tree, self.vectors, lexical, sentences)
         self.report.snapshot = path.name
         self._fill_counts()
+
+    def _roots_kept(self) -> list[str]:
+        """This run's roots, and the earlier snapshot's that still hold one of its files."""
+        roots = {str(r) for r in self.roots}
+        if self.old is not None:
+            roots |= {r for r in self.old.manifest.roots
+                      if any(_under(Path(f), Path(r)) for f in self.files)}
+        return sorted(roots)
 
     def _fill_counts(self) -> None:
         self.report.nodes = len(self.tree)

@@ -73,6 +73,8 @@ class Manifest:
     created_at: str = ""
     format_version: int = FORMAT_VERSION
     backend: str = "faiss"  # where leaf vectors are: "faiss" or "milvus"
+    # the folders ingested (resolved); a file's public path is relative to the one holding it
+    roots: list[str] = field(default_factory=list)
     embedder_backend: str = ""  # how the leaves were embedded: "torch", "onnx-int8", ... ("" before it was recorded)
     vector_store: dict[str, str] = field(default_factory=dict)  # milvus: URI (no secret), collection
 
@@ -82,6 +84,8 @@ class Manifest:
             del d["backend"], d["vector_store"]
         if not self.embedder_backend:
             del d["embedder_backend"]
+        if not self.roots:
+            del d["roots"]
         return json.dumps(d, indent=1, sort_keys=True)
 
     @classmethod
@@ -111,6 +115,28 @@ class Snapshot:
 
     def check_embedder(self, model: str, dim: int) -> None:
         check_compatible(self.manifest, model, dim, self.path)
+
+    def public_path(self, source: str, corpus_root: str | Path | None = None) -> str:
+        """`source` (a resolved path on this host) as callers see it; see `public_path`."""
+        return public_path(source, self.manifest.roots, corpus_root)
+
+
+def public_path(source: str, roots: list[str], corpus_root: str | Path | None = None) -> str:
+    """A source file's path as callers see it, never an absolute path of this host: relative
+    to `corpus_root` when it lies there (what `POST /v1/ingest` paths are relative to), else
+    to the deepest ingested root that holds it (a file ingested by name: its name), else its
+    file name. A URL (a page of an ingested site) is returned as it is."""
+    if "://" in source:
+        return source
+    path = Path(source)
+    candidates = [Path(corpus_root).resolve()] if corpus_root is not None else []
+    candidates += sorted((Path(r) for r in roots), key=lambda r: len(r.parts), reverse=True)
+    for root in candidates:
+        if path == root:
+            return path.name
+        if root in path.parents:
+            return path.relative_to(root).as_posix()
+    return path.name
 
 
 def check_compatible(manifest: Manifest, model: str, dim: int, where: Path | str) -> None:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """One chunk. `start`/`end` are character offsets into the source file's text."""
+    """One chunk. `start`/`end` are character offsets into the source file's text;
+    `line_start`/`line_end` the 1-based lines they fall on (0: not recorded, a snapshot of an
+    older build), `anchor` the slug of its section's heading, as GitHub gives it ("" for text
+    before the first heading)."""
 
     id: str
     level: int
@@ -25,6 +28,9 @@ class Node:
     start: int
     end: int
     parent: str | None
+    line_start: int = 0
+    line_end: int = 0
+    anchor: str = ""
 
 
 def node_id(source: str, level: int, start: int, text: str) -> str:
@@ -150,7 +156,8 @@ class NodeTree:
         for level in sorted(self.levels):
             for nid in self.levels[level]:
                 n = self.by_id[nid]
-                rows.append([n.id, n.level, n.parent, n.source, list(n.heading_path), n.start, n.end, n.text])
+                rows.append([n.id, n.level, n.parent, n.source, list(n.heading_path), n.start, n.end, n.text,
+                             n.line_start, n.line_end, n.anchor])
         return rows
 
     @classmethod
@@ -161,6 +168,9 @@ class NodeTree:
                 id=str(r[0]), level=int(r[1]), parent=None if r[2] is None else str(r[2]),  # type: ignore[call-overload]
                 source=str(r[3]), heading_path=tuple(r[4]), start=int(r[5]), end=int(r[6]),  # type: ignore[arg-type, call-overload]
                 text=str(r[7]),
+                # rows of older snapshots end at the text
+                **({"line_start": int(r[8]), "line_end": int(r[9]), "anchor": str(r[10])}  # type: ignore[call-overload]
+                   if len(r) > 10 else {}),
             )
             for r in rows
         )

@@ -137,6 +137,10 @@ def test_paths_outside_the_ingested_roots_are_kept(corpus, tmp_path, embedder):
     run_faiss([corpus], idx, embedder)
     run_faiss([other], idx, embedder)
     assert sources(idx) == {"a.md", "b.md", "c.md"}
+    # both roots are recorded, so each file's public path is relative to its own root
+    snap = load_snapshot(idx)
+    assert snap.manifest.roots == sorted([str(corpus.resolve()), str(other.resolve())])
+    assert {snap.public_path(s) for s in snap.manifest.files} == {"a.md", "b.md", "c.md"}
 
 
 def test_bad_files_are_skipped_with_reasons_and_nothing_is_lost(corpus, tmp_path, embedder):

@@ -124,3 +124,44 @@ def test_chunk_sizes_are_checked(sizes, message):
 def test_overlap_is_checked():
     with pytest.raises(ValueError, match=r"chunk overlap must be in \[0, 64\), got 64"):
         Chunker((256, 64), chunk_overlap=64)
+
+
+def test_nodes_carry_their_lines_and_heading_anchor() -> None:
+    from index.ingestion.chunking import heading_anchors, slug
+    from index.ingestion.documents import SourceFile, sections
+
+    text = ("intro line\n\n# Deep Learning\n\n## Loss (L1/L2)\n\nHuber loss mixes L1 and L2.\nSecond line.\n\n"
+            "# Other\n\n## Loss (L1/L2)\n\nAgain.\n")
+    src = SourceFile("/notes/a.md", text, "0" * 64, len(text), "markdown")
+    secs = sections(src)
+    assert slug("Loss (L1/L2)") == "loss-l1l2" and slug("Batch Norm (BN)") == "batch-norm-bn"
+    # headings with no text of their own make no section; a heading met again gets "-1"
+    assert [sec.heading_path[-1:] for sec in secs] == [(), ("Loss (L1/L2)",), ("Loss (L1/L2)",)]
+    assert heading_anchors(secs) == ["", "loss-l1l2", "loss-l1l2-1"]
+    nodes = Chunker((64, 16), chunk_overlap=0).chunk(src, secs)
+    huber = next(n for n in nodes if n.text.startswith("Huber") and n.level == 1)
+    lines = text.splitlines()
+    assert lines[huber.line_start - 1].startswith("Huber") and huber.line_start == 7
+    assert "Second line." in lines[huber.line_end - 1]
+    assert huber.anchor == "loss-l1l2"
+    again = next(n for n in nodes if n.text.strip() == "Again.")
+    assert again.anchor == "loss-l1l2-1" and lines[again.line_start - 1] == "Again."
+    # the tree's records keep them, and rows of older snapshots (no such columns) still load
+    tree = NodeTree()
+    tree.add(nodes)
+    back = NodeTree.from_records(tree.to_records())
+    assert back[huber.id] == huber
+    old = NodeTree.from_records([row[:8] for row in tree.to_records()])
+    assert old[huber.id].line_start == 0 and old[huber.id].anchor == ""
+
+
+def test_public_paths_are_never_absolute() -> None:
+    from index.store.snapshot import public_path
+
+    roots = ["/srv/notes", "/srv/notes/team", "/home/u/extra", "/home/u/one.md"]
+    assert public_path("/srv/notes/team/a.md", roots, "/srv/notes") == "team/a.md"  # the corpus root first
+    assert public_path("/srv/notes/team/a.md", roots) == "a.md"  # else the deepest root
+    assert public_path("/home/u/extra/x/y.md", roots, "/srv/notes") == "x/y.md"
+    assert public_path("/home/u/one.md", roots, "/srv/notes") == "one.md"
+    assert public_path("/elsewhere/z.md", roots, "/srv/notes") == "z.md"
+    assert public_path("https://docs.example/a/b", roots) == "https://docs.example/a/b"
