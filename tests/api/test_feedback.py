@@ -4,12 +4,20 @@ SQLite file, the bad-input rules (nothing stored for a refused request) and the 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from .conftest import ADMIN_KEY, auth, client
+from eval.cli import main as eval_main
+
+from .conftest import ADMIN_KEY, NOTES, QUERY_KEY, ROOT, auth, client
+from .servers import ServerThread
 from .test_ask import sse_events
 
 
@@ -105,3 +113,38 @@ async def test_chat_and_stream_answers_get_ids_and_a_search_hit_can_be_picked(ap
                   if line.startswith("data: {")]
     last = chunks[-1]
     assert last["notesrag"]["answer_id"] == last["id"] and app.state.feedback.answer(last["id"]) is not None
+
+
+def test_a_rating_is_exported_and_scored_by_eval(live_server: ServerThread, index_dir: Path,
+                                                 tmp_path: Path) -> None:
+    """The loop the feature is for: a down rating with the right passage picked becomes a labelled
+    question in `notesrag feedback export`, which `notesrag eval --questions` reads and scores."""
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    with httpx.Client(base_url=live_server.url, headers=auth(), timeout=60) as c:
+        body = c.post("/v1/ask", json={"question": "What is Huber loss?"}).json()
+        hit = c.get("/v1/search", params={"q": "Huber loss", "k": 3}).json()["hits"][0]
+        r = c.post("/v1/feedback", json={"answer_id": body["answer_id"], "rating": "down",
+                                         "source": {"node_id": hit["node_id"]}})
+        assert r.status_code == 200, r.text
+    questions = tmp_path / "feedback.jsonl"
+    done = subprocess.run([sys.executable, "-m", "service.cli", "feedback", "export", "--index-dir",
+                           str(index_dir), "--since", since, "--rating", "down", "--out", str(questions)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "exported" in done.stderr
+    rows = {q["id"]: q for q in map(json.loads, questions.read_text(encoding="utf-8").splitlines())}
+    mine = rows[f"fb-{body['answer_id']}"]
+    assert mine["question"] == "What is Huber loss?" and mine["answerable"] is True
+    assert mine["evidence"] == [r.json()["source"]["quote"]] and mine["evidence"][0] in hit["text"]
+    out = tmp_path / "report"
+    code = eval_main(["--questions", str(questions), "--corpus", str(NOTES), "--url", live_server.url,
+                      "--api-key", QUERY_KEY, "--modes", "hybrid", "--k", "5", "--no-ragas", "--no-progress",
+                      "--out", str(out)])
+    assert code == 0
+    scored = {row["qid"] for row in map(json.loads, (out / "per_question.jsonl").read_text().splitlines())}
+    assert f"fb-{body['answer_id']}" in scored
+    report = json.loads((out / "report.json").read_text())
+    assert report["questions"] == len(rows)
+    # every down rating of this session picked a Huber loss passage, which retrieval finds
+    assert report["runs"][0]["metrics"]["hit@5"] == 1.0
