@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.models.embedder import FEW_TEXTS, get_query_embedder
@@ -20,6 +21,7 @@ from service.deps import RateLimiter
 from service.engine import QAEngine
 from service.feedback import FeedbackStore
 from service.jobs import IngestJobs
+from service.mcp_server import build_mcp, http_endpoint
 from service.metrics import Metrics
 from service.routes import ask, chat, feedback, health, ingest, search, widget
 from service.settings import Settings, get_settings
@@ -95,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logs.event("service_started", index_dir=str(settings.index_dir), auth=settings.auth_enabled,
                    answerer=engine.default_answerer, cors=settings.cors_origins)
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             await jobs.stop()
             await engine.stop()
@@ -113,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.feedback = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     errors.install(app)
+    mcp = build_mcp(lambda: app.state.engine, lambda: app.state.feedback, settings)
+    app.router.routes.append(Route("/mcp", http_endpoint(mcp, settings)))  # MCP over streamable HTTP
     for module in (ask, chat, search, ingest, health, widget, feedback):
         app.include_router(module.router)
     # the outermost middleware comes last: request ids and timing see everything, CORS headers

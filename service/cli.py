@@ -144,6 +144,19 @@ def serve(
     raise typer.Exit(code)
 
 
+@app.command(name="mcp")
+def mcp_command(index_dir: IndexDir = None) -> None:
+    """Serve the notes to an MCP client (Claude Desktop, Cursor, VS Code) over stdio: tools
+    search_notes and ask_notes, resource notes://documents."""
+    from service.mcp_server import run_stdio
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if index_dir is not None:
+        settings = settings.model_copy(update={"index_dir": index_dir})
+    asyncio.run(run_stdio(settings))
+
+
 @app.command(name="eval", add_help_option=False,
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def eval_command(ctx: typer.Context) -> None:

@@ -111,6 +111,11 @@ def _guard(scope: Scope) -> Callable[[Request], Principal]:
     return dependency
 
 
+def check_caller(scope: Scope, request: Request) -> Principal:
+    """The route guard for ASGI apps mounted beside the routes (the MCP endpoint)."""
+    return _guard(scope)(request)
+
+
 def get_engine(request: Request) -> QAEngine:
     engine: QAEngine = request.app.state.engine
     return engine
