@@ -179,7 +179,7 @@ class SourcePick(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     citation: int | None = Field(None, ge=1, description="the citation's number n")
-    node_id: str | None = Field(None, min_length=1, max_length=128)
+    node_id: EchoedText | None = Field(None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _one(self) -> SourcePick:
@@ -191,7 +191,7 @@ class SourcePick(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    answer_id: str = Field(min_length=1, max_length=128, description="the answer_id of an answer")
+    answer_id: EchoedText = Field(min_length=1, max_length=128, description="the answer_id of an answer")
     rating: Literal["up", "down"]
     comment: EchoedText | None = Field(None, description="free text (the limit is NOTESRAG_FEEDBACK_MAX_COMMENT_CHARS)")
     source: SourcePick | None = None
