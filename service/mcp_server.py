@@ -135,7 +135,7 @@ def http_endpoint(server: MCPServer, settings: Settings) -> ASGIApp:
     check (Host and Origin must be loopback) guards it; with keys, the keys do."""
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=not settings.auth_enabled and is_loopback(settings.host),
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
     server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security)
     return _KeyGuard(StreamableHTTPASGIApp(server.session_manager))

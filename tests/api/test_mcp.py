@@ -17,7 +17,9 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from .conftest import LOSS_FILE, NOTES, QUERY_KEY, ROOT, auth
+from service.app import create_app
+
+from .conftest import LOSS_FILE, NOTES, QUERY_KEY, ROOT, auth, make_settings
 from .servers import ServerThread
 
 
@@ -82,3 +84,15 @@ async def test_stdio_subprocess_lists_tools_and_answers(index_dir: Path) -> None
                                    args=["-m", "service.cli", "mcp", "--index-dir", str(index_dir)])
     async with Client(params, read_timeout_seconds=120) as client:
         await check_huber(client)
+
+
+async def test_without_keys_only_loopback_hosts_reach_it(index_dir: Path) -> None:
+    """No API keys: the service is loopback-only, and the SDK's DNS-rebinding check refuses a
+    request whose Host is not loopback (a page on another site resolving its name to 127.0.0.1)."""
+    with ServerThread(create_app(make_settings(index_dir, api_keys=""))) as server:
+        server.wait_ready()
+        async with http_client(server, key=None) as client:
+            assert "ask_notes" in {t.name for t in (await client.list_tools()).tools}
+        r = httpx.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                       headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"})
+        assert r.status_code in (403, 421), r.text
