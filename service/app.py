@@ -21,7 +21,7 @@ from service.deps import RateLimiter
 from service.engine import QAEngine
 from service.feedback import FeedbackStore
 from service.jobs import IngestJobs
-from service.mcp_server import build_mcp, http_endpoint
+from service.mcp_server import build_mcp, http_endpoint, session_manager_running
 from service.metrics import Metrics
 from service.routes import ask, chat, feedback, health, ingest, search, widget
 from service.settings import Settings, get_settings
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logs.event("service_started", index_dir=str(settings.index_dir), auth=settings.auth_enabled,
                    answerer=engine.default_answerer, cors=settings.cors_origins)
         try:
-            async with mcp.session_manager.run():
+            async with session_manager_running(mcp):
                 yield
         finally:
             await jobs.stop()

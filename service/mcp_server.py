@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,31 @@ def build_mcp(engine: Callable[[], QAEngine], store: Callable[[], FeedbackStore 
             for src, f in sorted(files.items())]}
 
     return server
+
+
+@asynccontextmanager
+async def session_manager_running(server: MCPServer) -> AsyncIterator[None]:
+    """`server.session_manager.run()` in a task of its own, for the app's lifespan: a lifespan may
+    be entered in one task and left in another (pytest's fixtures do that), which the manager's
+    anyio task group does not allow."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with server.session_manager.run():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.get_running_loop().create_task(run(), name="notesrag-mcp-sessions")
+    waiter = asyncio.ensure_future(started.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # it failed to start: raise its error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 def http_endpoint(server: MCPServer, settings: Settings) -> ASGIApp:
