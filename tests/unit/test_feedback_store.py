@@ -144,3 +144,11 @@ def test_evidence_excerpt_is_a_short_substring() -> None:
         picked_citation(CITES, 2)
     with pytest.raises(ValueError, match="--since must be an ISO date"):
         parse_since("yesterday")
+
+
+def test_two_stores_on_one_file_share_answers_and_ratings(tmp_path: Path) -> None:
+    """Worker processes each open the file: an answer one recorded can be rated through another."""
+    a, b = FeedbackStore(tmp_path / "fb.sqlite3"), FeedbackStore(tmp_path / "fb.sqlite3")
+    a.record_answer(answer(7))
+    b.rate("ans_7", "down", "from the other worker")
+    assert [r.comment for r in a.ratings()] == ["from the other worker"]
