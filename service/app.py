@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.models.embedder import FEW_TEXTS, get_query_embedder
@@ -17,9 +19,11 @@ from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
 from service.engine import QAEngine
+from service.feedback import FeedbackStore
 from service.jobs import IngestJobs
+from service.mcp_server import build_mcp, http_endpoint, session_manager_running
 from service.metrics import Metrics
-from service.routes import ask, chat, health, ingest, search, widget
+from service.routes import ask, chat, feedback, health, ingest, search, widget
 from service.settings import Settings, get_settings
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -65,6 +69,17 @@ def configure_threads(settings: Settings) -> None:
         faiss.omp_set_num_threads(settings.faiss_threads)
 
 
+def open_feedback(settings: Settings) -> FeedbackStore | None:
+    """The answers-and-ratings store in the index directory; None (feedback off, answers still
+    served) when it cannot be opened, e.g. on a read-only index volume."""
+    try:
+        return FeedbackStore.in_index_dir(settings.index_dir, max_answers=settings.feedback_max_answers,
+                                          max_ratings=settings.feedback_max_ratings)
+    except (OSError, sqlite3.Error) as e:
+        logs.event("feedback_unavailable", 40, error=str(e), index_dir=str(settings.index_dir))
+        return None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service; the index and the model load in the background once it starts (see /readyz)."""
     settings = settings or get_settings()
@@ -76,15 +91,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = build_engine(settings, metrics)
         jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics)
         app.state.engine, app.state.jobs = engine, jobs
+        app.state.feedback = open_feedback(settings)
         await engine.start()
         jobs.start()
         logs.event("service_started", index_dir=str(settings.index_dir), auth=settings.auth_enabled,
                    answerer=engine.default_answerer, cors=settings.cors_origins)
         try:
-            yield
+            async with session_manager_running(mcp):
+                yield
         finally:
             await jobs.stop()
             await engine.stop()
+            if app.state.feedback is not None:
+                app.state.feedback.close()
             logs.event("service_stopped")
 
     app = FastAPI(
@@ -94,9 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.feedback = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     errors.install(app)
-    for module in (ask, chat, search, ingest, health, widget):
+    mcp = build_mcp(lambda: app.state.engine, lambda: app.state.feedback, settings)
+    app.router.routes.append(Route("/mcp", http_endpoint(mcp, settings)))  # MCP over streamable HTTP
+    for module in (ask, chat, search, ingest, health, widget, feedback):
         app.include_router(module.router)
     # the outermost middleware comes last: request ids and timing see everything, CORS headers
     # are added even to the errors of the inner ones

@@ -144,6 +144,19 @@ def serve(
     raise typer.Exit(code)
 
 
+@app.command(name="mcp")
+def mcp_command(index_dir: IndexDir = None) -> None:
+    """Serve the notes to an MCP client (Claude Desktop, Cursor, VS Code) over stdio: tools
+    search_notes and ask_notes, resource notes://documents."""
+    from service.mcp_server import run_stdio
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if index_dir is not None:
+        settings = settings.model_copy(update={"index_dir": index_dir})
+    asyncio.run(run_stdio(settings))
+
+
 @app.command(name="eval", add_help_option=False,
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def eval_command(ctx: typer.Context) -> None:
@@ -152,6 +165,49 @@ def eval_command(ctx: typer.Context) -> None:
     from eval.cli import main as eval_main
 
     raise typer.Exit(eval_main(list(ctx.args)))
+
+
+feedback_app = typer.Typer(no_args_is_help=True, help="Ratings users gave answers, as labelled questions.")
+app.add_typer(feedback_app, name="feedback")
+
+
+class RatingChoice(enum.StrEnum):
+    up = "up"
+    down = "down"
+
+
+@feedback_app.command("export")
+def feedback_export(
+    index_dir: IndexDir = None,
+    since: Annotated[str | None, typer.Option(help="only ratings given from this ISO date or date-time "
+                                              "on (UTC unless it names a zone)")] = None,
+    rating: Annotated[RatingChoice | None, typer.Option(help="only up or only down ratings")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the JSONL file to write [default: stdout]")] = None,
+) -> None:
+    """Write ratings as a labelled question set (the data/questions.jsonl format) for
+    `notesrag eval --questions FILE`: the evidence is the source the user picked."""
+    from service.feedback import DB_NAME, FeedbackStore, export_lines, parse_since
+
+    db = _index_dir(index_dir) / DB_NAME
+    if not db.is_file():
+        _fail(f"no feedback yet: {db} does not exist", 2)
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as e:
+        _fail(str(e), 2)
+    store = FeedbackStore(db)
+    try:
+        lines, skipped = export_lines(store.ratings(since=start, rating=rating.value if rating else None))
+    finally:
+        store.close()
+    text = "".join(line + "\n" for line in lines)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    typer.echo(f"exported {len(lines)} questions; {skipped} ratings labelled nothing (a down rating "
+               "without a picked source)", err=True)
 
 
 def main() -> None:

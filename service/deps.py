@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from service.engine import QAEngine
 from service.errors import ApiError
+from service.feedback import FeedbackStore
 from service.jobs import IngestJobs
 from service.settings import Scope, Settings
 
@@ -110,6 +111,11 @@ def _guard(scope: Scope) -> Callable[[Request], Principal]:
     return dependency
 
 
+def check_caller(scope: Scope, request: Request) -> Principal:
+    """The route guard for ASGI apps mounted beside the routes (the MCP endpoint)."""
+    return _guard(scope)(request)
+
+
 def get_engine(request: Request) -> QAEngine:
     engine: QAEngine = request.app.state.engine
     return engine
@@ -125,8 +131,22 @@ def get_jobs(request: Request) -> IngestJobs:
     return jobs
 
 
+def get_feedback(request: Request) -> FeedbackStore:
+    store: FeedbackStore | None = request.app.state.feedback
+    if store is None:
+        raise ApiError(503, "feedback_unavailable", "feedback cannot be stored: see the server log")
+    return store
+
+
+def get_feedback_or_none(request: Request) -> FeedbackStore | None:
+    store: FeedbackStore | None = request.app.state.feedback
+    return store
+
+
 EngineDep = Annotated[QAEngine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 JobsDep = Annotated[IngestJobs, Depends(get_jobs)]
+FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
+AnswerLog = Annotated[FeedbackStore | None, Depends(get_feedback_or_none)]  # answers go on record when it is set
 QueryCaller = Annotated[Principal, Depends(_guard("query"))]
 AdminCaller = Annotated[Principal, Depends(_guard("admin"))]

@@ -41,6 +41,8 @@ class Metrics:
         self.index_sentences = Gauge("notesrag_index_sentences", "Sentence vectors in the served snapshot",
                                      registry=r)
         self.index_bytes = Gauge("notesrag_index_bytes", "Size on disk of the served snapshot", registry=r)
+        self.feedback = Counter("notesrag_feedback_total", "Answer ratings received (a replaced rating counts again)",
+                                ["rating", "snapshot"], registry=r)
         self.ready = Gauge("notesrag_ready", "1 when an index is loaded", registry=r)
 
     def render(self) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from index.answer.extractive import Citation
 from index.search.retriever import Hit
@@ -81,11 +81,12 @@ class AskResponse(BaseModel):
     answerer: str
     cached: bool = False
     warnings: list[str] = Field(default_factory=list)
+    answer_id: str = Field("", description="rate this answer with POST /v1/feedback")
 
     @classmethod
-    def of(cls, r: QAResult) -> AskResponse:
+    def of(cls, r: QAResult, answer_id: str = "") -> AskResponse:
         a = r.answer
-        return cls(answer=a.text, answerable=a.answerable, confidence=round(a.confidence, 4),
+        return cls(answer_id=answer_id, answer=a.text, answerable=a.answerable, confidence=round(a.confidence, 4),
                    citations=[CitationOut.of(c) for c in a.citations],
                    contexts=[ContextOut.of(i, h) for i, h in enumerate(r.hits, 1)],
                    timings=r.timings.as_dict(), snapshot=r.snapshot, answerer=a.answerer, cached=r.cached,
@@ -168,3 +169,45 @@ class IngestJobOut(BaseModel):
     error: str | None = None
     snapshot: str | None = None
 
+
+
+# -- feedback ---------------------------------------------------------------------------------
+class SourcePick(BaseModel):
+    """The passage the user says was the right source: one of the answer's citations, or a passage
+    of the served snapshot (a search hit or a context) by node id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    citation: int | None = Field(None, ge=1, description="the citation's number n")
+    node_id: EchoedText | None = Field(None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _one(self) -> SourcePick:
+        if (self.citation is None) == (self.node_id is None):
+            raise ValueError("give exactly one of citation and node_id")
+        return self
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answer_id: EchoedText = Field(min_length=1, max_length=128, description="the answer_id of an answer")
+    rating: Literal["up", "down"]
+    comment: EchoedText | None = Field(None, description="free text (the limit is NOTESRAG_FEEDBACK_MAX_COMMENT_CHARS)")
+    source: SourcePick | None = None
+
+
+class PickedSource(BaseModel):
+    kind: Literal["citation", "passage"]
+    node_id: str
+    source: str
+    heading_path: list[str]
+    quote: str = Field(description="the evidence an exported question takes from this source")
+
+
+class FeedbackResponse(BaseModel):
+    answer_id: str
+    rating: Literal["up", "down"]
+    replaced: bool = Field(description="an earlier rating of this answer was replaced")
+    source: PickedSource | None
+    rated_at: float

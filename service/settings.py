@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_temperature: float = Field(default=0.0, ge=0, le=2)
 
+    # feedback (service/feedback.py): answers on record to be rated, ratings kept, comment limit
+    feedback_max_answers: int = Field(default=100_000, ge=1)
+    feedback_max_ratings: int = Field(default=100_000, ge=1)
+    feedback_max_comment_chars: int = Field(default=2000, ge=1)
+
     _split_lists = field_validator("chunk_sizes", "api_keys", "cors_origins", mode="before")(_split)
 
     @field_validator("api_keys")

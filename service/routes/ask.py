@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response, StreamingResponse
 
 from index.answer.extractive import Citation
-from service.deps import EngineDep, QueryCaller, SettingsDep
+from service.deps import AnswerLog, EngineDep, QueryCaller, SettingsDep
 from service.engine import QAResult, Query
 from service.errors import ApiError
 from service.routes.common import (
@@ -22,6 +22,7 @@ from service.routes.common import (
     sse,
     wants_cache,
 )
+from service.routes.feedback import new_answer_id, remember
 from service.schemas import AskRequest, AskResponse, CitationOut, ContextOut
 
 router = APIRouter(tags=["answers"])
@@ -33,7 +34,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/ask", response_model=AskResponse, responses=ERRORS)
-async def ask(body: AskRequest, engine: EngineDep, settings: SettingsDep, caller: QueryCaller,
+async def ask(body: AskRequest, engine: EngineDep, settings: SettingsDep, caller: QueryCaller, log: AnswerLog,
               cache_control: Annotated[str | None, Header()] = None) -> Any:
     """Answer a question from the notes with citations; `stream: true` sends SSE events
     `contexts`, `citations`, `delta` (several) and `done` (the full response)."""
@@ -43,14 +44,15 @@ async def ask(body: AskRequest, engine: EngineDep, settings: SettingsDep, caller
         raise ApiError(422, "invalid_request", f"answerer {body.answerer!r} is not configured on this server")
     if body.stream:
         require_ready(engine)
-        return StreamingResponse(guarded(_events(engine, query)), media_type="text/event-stream",
+        return StreamingResponse(guarded(_events(engine, query, log)), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
+    r = await call(engine, engine.ask(query))
+    answer_id = await remember(log, new_answer_id(), query.question, r)
     # serialised by pydantic-core straight to JSON: FastAPI would validate the model again
-    return Response(AskResponse.of(await call(engine, engine.ask(query))).model_dump_json(),
-                    media_type="application/json")
+    return Response(AskResponse.of(r, answer_id).model_dump_json(), media_type="application/json")
 
 
-async def _events(engine: Any, query: Query) -> AsyncIterator[bytes]:
+async def _events(engine: Any, query: Query, log: Any) -> AsyncIterator[bytes]:
     async for kind, value in engine.ask_stream(query):
         if kind == "contexts":
             r: QAResult = value
@@ -62,4 +64,5 @@ async def _events(engine: Any, query: Query) -> AsyncIterator[bytes]:
         elif kind == "delta":
             yield sse("delta", {"text": value})
         else:
-            yield sse("done", AskResponse.of(value).model_dump())
+            answer_id = await remember(log, new_answer_id(), query.question, value)
+            yield sse("done", AskResponse.of(value, answer_id).model_dump())

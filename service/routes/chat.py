@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
 from service.answerers import Turn
-from service.deps import EngineDep, QueryCaller, SettingsDep
+from service.deps import AnswerLog, EngineDep, QueryCaller, SettingsDep
 from service.engine import QAEngine, QAResult, Query
 from service.errors import ApiError
 from service.routes.ask import ERRORS
@@ -26,6 +26,7 @@ from service.routes.common import (
     sse,
     wants_cache,
 )
+from service.routes.feedback import remember
 from service.schemas import ChatRequest, CitationOut, ContextOut
 
 router = APIRouter(tags=["openai"])
@@ -48,12 +49,12 @@ def _query(body: ChatRequest, engine: QAEngine, settings: Any, cache_control: st
                  use_cache=wants_cache(cache_control), answerer=body.answerer)
 
 
-def _extra(r: QAResult) -> dict[str, Any]:
+def _extra(r: QAResult, answer_id: str = "") -> dict[str, Any]:
     a = r.answer
     return {
         "citations": [CitationOut.of(c).model_dump() for c in a.citations],
-        "notesrag": {"answerable": a.answerable, "confidence": round(a.confidence, 4), "snapshot": r.snapshot,
-                     "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
+        "notesrag": {"answer_id": answer_id, "answerable": a.answerable,
+                     "confidence": round(a.confidence, 4), "snapshot": r.snapshot, "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
                      "timings": r.timings.as_dict(), "retrieval_query": r.retrieval_query,
                      "contexts": [ContextOut.of(i, h).model_dump() for i, h in enumerate(r.hits, 1)]},
     }
@@ -61,25 +62,27 @@ def _extra(r: QAResult) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions", responses=ERRORS)
 async def chat_completions(body: ChatRequest, engine: EngineDep, settings: SettingsDep, caller: QueryCaller,
-                           cache_control: Annotated[str | None, Header()] = None) -> Any:
+                           log: AnswerLog, cache_control: Annotated[str | None, Header()] = None) -> Any:
     """OpenAI's chat-completions API over the notes; `stream: true` sends `chat.completion.chunk`s
     and `[DONE]`. Extra fields: `citations`, and `notesrag` (answerable, contexts, timings)."""
     query = _query(body, engine, settings, cache_control)
     cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if body.stream:
         require_ready(engine)
-        return StreamingResponse(guarded(_chunks(engine, query, cid, created, body.model), error_event=None),
+        return StreamingResponse(guarded(_chunks(engine, query, cid, created, body.model, log), error_event=None),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
     r = await call(engine, engine.ask(query))
+    answer_id = await remember(log, cid, query.question, r)  # the completion's id is the answer's
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": body.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": r.answer.text},
                      "finish_reason": "stop", "logprobs": None}],
-        **_extra(r),
+        **_extra(r, answer_id),
     }
 
 
-async def _chunks(engine: QAEngine, query: Query, cid: str, created: int, model: str) -> AsyncIterator[bytes]:
+async def _chunks(engine: QAEngine, query: Query, cid: str, created: int, model: str,
+                  log: Any = None) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         return sse(None, {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
@@ -90,7 +93,7 @@ async def _chunks(engine: QAEngine, query: Query, cid: str, created: int, model:
         if kind == "delta":
             yield chunk({"content": value})
         elif kind == "done":
-            yield chunk({}, "stop", **_extra(value))
+            yield chunk({}, "stop", **_extra(value, await remember(log, cid, query.question, value)))
     yield b"data: [DONE]\n\n"
 
 

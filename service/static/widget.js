@@ -232,6 +232,46 @@ blockquote {
 }
 .open-source { display: inline-block; margin: 0 10px 8px; font-size: 13px; color: var(--_accent); }
 
+/* feedback: thumbs under an answer; "down" asks for the right source */
+.feedback { margin: 10px 0 0; font-size: 13px; }
+.fb-row { display: flex; align-items: center; gap: 4px; color: var(--_muted); }
+.fb-label { margin-right: 4px; }
+.fb-btn {
+  display: inline-flex; align-items: center; justify-content: center;
+  width: 30px; height: 30px; margin: 0; padding: 0;
+  border: 1px solid var(--_border); border-radius: 8px; background: var(--_bg); color: var(--_muted);
+}
+.fb-btn svg { width: 16px; height: 16px; }
+.fb-btn:hover { color: var(--_fg); border-color: var(--_muted); }
+.fb-btn[aria-pressed="true"] { background: var(--_accent); border-color: var(--_accent); color: var(--_accent-text); }
+.fb-status { margin: 6px 0 0; color: var(--_muted); }
+.fb-status:empty, .fb-found:empty { display: none; }
+.fb-found { margin: 0; color: var(--_muted); }
+.feedback[data-state="error"] .fb-status { color: var(--_error); }
+.fb-pick {
+  margin: 8px 0 0; padding: 8px 10px; display: flex; flex-direction: column; gap: 8px;
+  background: var(--_bg); border: 1px solid var(--_border); border-radius: 8px;
+}
+.fb-pick fieldset { margin: 0; padding: 0; border: 0; min-width: 0; }
+.fb-pick legend { padding: 0; margin: 0 0 4px; font-weight: 600; color: var(--_fg); }
+.fb-options { display: flex; flex-direction: column; gap: 2px; }
+.fb-option { display: flex; align-items: baseline; gap: 6px; padding: 2px 0; cursor: pointer; overflow-wrap: anywhere; }
+.fb-option input { margin: 0; flex: none; accent-color: var(--_accent); }
+.fb-option small { color: var(--_muted); }
+.fb-search { display: flex; gap: 6px; }
+.fb-pick input[type="search"], .fb-pick textarea {
+  flex: 1; min-width: 0; margin: 0; padding: 5px 8px; font: inherit; font-size: 13px;
+  border: 1px solid var(--_border); border-radius: 6px; background: var(--_bg); color: var(--_fg);
+}
+.fb-pick textarea { width: 100%; height: 52px; resize: vertical; }
+.fb-pick label.fb-field { display: flex; flex-direction: column; gap: 3px; color: var(--_muted); }
+.fb-actions { display: flex; gap: 6px; }
+.fb-small {
+  height: 30px; padding: 0 10px; margin: 0; border-radius: 6px; font-size: 13px; font-weight: 600;
+  border: 1px solid var(--_border); background: var(--_bg); color: var(--_fg);
+}
+.fb-small.primary { border-color: var(--_accent); background: var(--_accent); color: var(--_accent-text); }
+
 .composer {
   display: flex; align-items: flex-end; gap: 8px; margin: 0;
   padding: 10px 12px 4px; border-top: 1px solid var(--_border); background: var(--_bg);
@@ -278,6 +318,8 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
     send: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M5 12h13M13 6l6 6-6 6"/></svg>',
     stop: '<svg viewBox="0 0 24 24" fill="currentColor" aria-hidden="true"><rect x="7" y="7" width="10" height="10" rx="1.5"/></svg>',
     info: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" aria-hidden="true"><circle cx="12" cy="12" r="9"/><path d="M12 11v5M12 8h.01"/></svg>',
+    up: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M7 11v9H4v-9h3zM7 11l4-8a2 2 0 0 1 2 2v4h5.5a2 2 0 0 1 2 2.3l-1.2 7A2 2 0 0 1 17.3 20H7"/></svg>',
+    down: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M7 13V4H4v9h3zM7 13l4 8a2 2 0 0 0 2-2v-4h5.5a2 2 0 0 0 2-2.3l-1.2-7A2 2 0 0 0 17.3 4H7"/></svg>',
     warn: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M12 3l10 18H2L12 3z"/><path d="M12 10v4M12 17h.01"/></svg>',
   };
 
@@ -709,7 +751,8 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
           this._scroll(false);
           await nextFrame();
         } else if (event === "done") {
-          return { answer: payload.answer, answerable: payload.answerable, citations: payload.citations || [] };
+          return { answer: payload.answer, answerable: payload.answerable, citations: payload.citations || [],
+                   answerId: payload.answer_id || "" };
         }
       }
       throw new WidgetError("The answer stopped before it was complete. Please try again.");
@@ -734,7 +777,8 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
         }
         if (chunk.citations || chunk.notesrag) {
           const info = chunk.notesrag || {};
-          final = { answer: text, answerable: info.answerable !== false, citations: chunk.citations || [] };
+          final = { answer: text, answerable: info.answerable !== false, citations: chunk.citations || [],
+                    answerId: info.answer_id || "" };
         }
       }
       if (!final) throw new WidgetError("The answer stopped before it was complete. Please try again.");
@@ -802,6 +846,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
             notice("info", "The notes do not cover this");
             answer.textContent = "No passage in the notes answers this question. " +
                                  "Try rephrasing it, or ask about a topic the notes cover.";
+            this._feedback(bubble, result.answerId, []);
             return;
           }
           done("answered");
@@ -813,6 +858,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
             for (const c of cites) list.append(renderCitation(c, sourceUrl(template(), root(), c)));
             bubble.append(list);
           }
+          this._feedback(bubble, result.answerId, cites);
         },
         cancelled() {
           done("cancelled");
@@ -829,6 +875,179 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
           if (detail) bubble.append(el("p", "error-detail", `The service said: ${detail}`));
         },
       };
+    }
+
+    /** Thumbs up/down under an answer (POST /v1/feedback). "Down" is sent at once, then asks which
+     *  source was the right one: a citation, or a passage from a short search; sending that
+     *  replaces the rating with one that names the source (and an optional comment). */
+    _feedback(bubble, answerId, cites) {
+      if (!answerId) return; // the service did not put this answer on record
+      const box = el("div", "feedback");
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", "Rate this answer");
+      const row = el("div", "fb-row");
+      const button = (cls, icon, label) => {
+        const b = el("button", `fb-btn ${cls}`);
+        b.type = "button";
+        b.innerHTML = icon;
+        b.title = label;
+        b.setAttribute("aria-label", label);
+        b.setAttribute("aria-pressed", "false");
+        return b;
+      };
+      const up = button("up", ICONS.up, "Helpful");
+      const down = button("down", ICONS.down, "Not helpful");
+      row.append(el("span", "fb-label", "Was this helpful?"), up, down);
+      const status = el("p", "fb-status");
+      status.setAttribute("role", "status");
+      box.append(row, status);
+      bubble.append(box);
+      let picker = null;
+      const press = (rating) => {
+        up.setAttribute("aria-pressed", String(rating === "up"));
+        down.setAttribute("aria-pressed", String(rating === "down"));
+      };
+      const send = async (rating, source, comment) => {
+        box.dataset.state = "sending";
+        const body = { answer_id: answerId, rating };
+        if (source) body.source = source;
+        if (comment) body.comment = comment;
+        try {
+          const res = await fetch(`${this.endpoint}/v1/feedback`, {
+            method: "POST", headers: this._jsonHeaders(), body: JSON.stringify(body), credentials: "omit",
+          });
+          if (!res.ok) throw new WidgetError(httpErrorMessage(res.status, res.headers.get("Retry-After")),
+                                             await errorMessage(res));
+          box.dataset.state = "sent";
+          return true;
+        } catch (err) {
+          box.dataset.state = "error";
+          const detail = err instanceof WidgetError && err.detail ? ` The service said: ${err.detail}` : "";
+          status.textContent = `Could not send the rating. ${err instanceof WidgetError ? err.message : ""}${detail}`;
+          return false;
+        }
+      };
+      up.addEventListener("click", async () => {
+        press("up");
+        if (picker) { picker.remove(); picker = null; }
+        if (await send("up")) status.textContent = "Thanks for the feedback.";
+      });
+      down.addEventListener("click", async () => {
+        press("down");
+        if (!(await send("down"))) return;
+        status.textContent = "Thanks. Which source would have been the right one?";
+        if (!picker) {
+          picker = this._sourcePicker(cites, async (source, comment) => {
+            if (await send("down", source, comment)) {
+              picker.remove();
+              picker = null;
+              status.textContent = source ? "Thanks: the right source is noted." : "Thanks for the feedback.";
+              down.focus();
+            }
+          }, () => {
+            picker.remove();
+            picker = null;
+            down.focus();
+          });
+          box.append(picker);
+        }
+        const first = picker.querySelector("input");
+        if (first) first.focus();
+        this._scroll(false);
+      });
+    }
+
+    /** The "which source was right" form: the answer's citations, a short search, a comment. */
+    _sourcePicker(cites, onSend, onCancel) {
+      const name = `fb-source-${++counter}`;
+      const form = el("form", "fb-pick");
+      form.noValidate = true;
+      const fieldset = el("fieldset");
+      fieldset.append(el("legend", null, "Which source was the right one?"));
+      const options = el("div", "fb-options");
+      const option = (value, title, where) => {
+        const label = el("label", "fb-option");
+        const input = el("input");
+        input.type = "radio";
+        input.name = name;
+        input.value = value;
+        const text = el("span", null, title);
+        if (where) text.append(" ", el("small", null, where));
+        label.append(input, text);
+        return label;
+      };
+      for (const c of cites) {
+        options.append(option(`c:${c.n}`, `[${c.n}] ${(c.heading_path || []).join(" › ") || fileName(c.source || "")}`,
+                              fileName(c.source || "")));
+      }
+      const hits = el("div", "fb-options fb-hits");
+      fieldset.append(options, hits);
+      const search = el("div", "fb-search");
+      const query = el("input");
+      query.type = "search";
+      query.setAttribute("aria-label", "Search the notes for the right source");
+      query.placeholder = "Or search the notes";
+      const go = el("button", "fb-small", "Search");
+      go.type = "button";
+      search.append(query, go);
+      const found = el("p", "fb-found");
+      found.setAttribute("role", "status");
+      const commentField = el("label", "fb-field", "Comment (optional)");
+      const comment = el("textarea");
+      comment.maxLength = 2000;
+      commentField.append(comment);
+      const actions = el("div", "fb-actions");
+      const submit = el("button", "fb-small primary", "Send");
+      submit.type = "submit";
+      const cancel = el("button", "fb-small", "Skip");
+      cancel.type = "button";
+      actions.append(submit, cancel);
+      form.append(fieldset, search, found, commentField, actions);
+      const runSearch = async () => {
+        const q = query.value.trim();
+        if (!q) return;
+        found.textContent = "Searching…";
+        try {
+          const res = await fetch(`${this.endpoint}/v1/search?${new URLSearchParams({ q, k: "5" })}`, {
+            headers: this._jsonHeaders(), credentials: "omit",
+          });
+          if (!res.ok) throw new WidgetError(httpErrorMessage(res.status, res.headers.get("Retry-After")),
+                                             await errorMessage(res));
+          const data = await res.json();
+          hits.replaceChildren(...(data.hits || []).map((h) => option(
+            `h:${h.node_id}`, (h.heading_path || []).join(" › ") || fileName(h.source || ""),
+            `${fileName(h.source || "")}: ${h.text.replace(/\s+/g, " ").slice(0, 90)}…`)));
+          found.textContent = data.hits && data.hits.length ? `${data.hits.length} passages found.` : "No passage found.";
+          const firstHit = hits.querySelector("input");
+          if (firstHit) firstHit.focus();
+        } catch (err) {
+          found.textContent = `The search failed. ${err instanceof WidgetError ? err.message : ""}`;
+        }
+      };
+      go.addEventListener("click", runSearch);
+      query.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" && !e.isComposing) {
+          e.preventDefault();
+          runSearch();
+        }
+      });
+      cancel.addEventListener("click", onCancel);
+      form.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const picked = form.querySelector(`input[name="${name}"]:checked`);
+        let source = null;
+        if (picked && picked.value.startsWith("c:")) source = { citation: Number(picked.value.slice(2)) };
+        else if (picked) source = { node_id: picked.value.slice(2) };
+        onSend(source, comment.value.trim());
+      });
+      return form;
+    }
+
+    _jsonHeaders() {
+      const headers = { "Content-Type": "application/json" };
+      const key = (this.getAttribute("api-key") || "").trim();
+      if (key) headers.Authorization = `Bearer ${key}`;
+      return headers;
     }
 
     _showSource(ref) {
@@ -854,6 +1073,16 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
       return JSON.parse(data);
     } catch (_) {
       return null;
+    }
+  }
+
+  /** The service's error message in a failed response, or "". */
+  async function errorMessage(res) {
+    try {
+      const data = await res.json();
+      return (data && data.error && data.error.message) || "";
+    } catch (_) {
+      return "";
     }
   }
 

@@ -117,6 +117,9 @@ HOSTILE = [
     ("/v1/ask", b'{"question": "x", "top_k": 1e308}', 422),
     ("/v1/ask", b'"\\ud800"', 422),
     ("/v1/ingest", b'{"paths": ["' + b"a" * 5000 + b'"]}', 403),
+    ("/v1/feedback", b'{"answer_id": "ans_\\ud800", "rating": "up"}', 422),
+    ("/v1/feedback", b'{"answer_id": "ans_x", "rating": "up", "comment": "\\udfff"}', 422),
+    ("/v1/feedback", b'{"answer_id": "ans_x", "rating": "down", "source": {"node_id": "\\ud800"}}', 422),
 ]
 
 
