@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from index import IngestReport, IndexConfig, load_snapshot
+from index import IndexConfig, IngestReport, load_snapshot
 from index.ingestion.watch import Pending, watch
 
 WAIT_S = 10.0
