@@ -19,8 +19,9 @@ from service.deps import RateLimiter
 from service.engine import QAEngine
 from service.jobs import IngestJobs
 from service.metrics import Metrics
-from service.routes import ask, chat, health, ingest, search, widget
+from service.routes import ask, chat, documents, health, ingest, search, widget
 from service.settings import Settings, get_settings
+from service.watcher import CorpusWatcher
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -78,11 +79,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine, app.state.jobs = engine, jobs
         await engine.start()
         jobs.start()
+        watcher = CorpusWatcher(engine, settings, metrics) if settings.watch else None
+        if watcher is not None:
+            watcher.start()
         logs.event("service_started", index_dir=str(settings.index_dir), auth=settings.auth_enabled,
                    answerer=engine.default_answerer, cors=settings.cors_origins)
         try:
             yield
         finally:
+            if watcher is not None:
+                await watcher.stop()
             await jobs.stop()
             await engine.stop()
             logs.event("service_stopped")
@@ -96,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     errors.install(app)
-    for module in (ask, chat, search, ingest, health, widget):
+    for module in (ask, chat, search, ingest, health, widget, documents):
         app.include_router(module.router)
     # the outermost middleware comes last: request ids and timing see everything, CORS headers
     # are added even to the errors of the inner ones

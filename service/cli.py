@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
@@ -125,6 +126,30 @@ def _ingest_sites(urls: list[str], index_dir: Path | None, chunk_sizes: str | No
         for page, reason in report.skipped.items():
             typer.secho(f"warning: skipped {page}: {reason}", fg=typer.colors.YELLOW, err=True)
         typer.echo(f"{url}: {report.summary()}")
+
+
+@app.command()
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders of notes")],
+    index_dir: IndexDir = None,
+    debounce_ms: Annotated[int, typer.Option(min=50, help="changes within this many ms make one run")] = 1000,
+) -> None:
+    """Ingest the paths, then again after each burst of changes to them (Ctrl-C stops)."""
+    from index import IngestReport, get_embedder
+    from index.ingestion.watch import watch as run_watch
+
+    for p in paths:
+        if not p.exists():
+            _fail(f"no such file or directory: {p}", 2)
+    config = _config()
+
+    def show(report: IngestReport) -> None:
+        typer.echo(report.summary())
+        sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_watch(paths, _index_dir(index_dir), config, get_embedder(config.model, config.device),
+                              debounce_ms=debounce_ms, on_report=show))
 
 
 @app.command()

@@ -344,7 +344,7 @@ class _Run:
                             "(encoded or minified data)", src.path, cut, MAX_RUN)
             nodes = await self._in(self._parse_pool, self.chunker.chunk, src, secs)
             self.tree.add(nodes)
-            self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes))
+            self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes), time.time())
             leaves = [n for n in nodes if self.tree.is_leaf(n.id)]
             for leaf in leaves:
                 if self.old is not None and leaf.id in self.old.tree and self.old.tree.is_leaf(leaf.id):

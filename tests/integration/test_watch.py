@@ -58,3 +58,41 @@ async def test_edits_deletions_and_a_burst_reach_the_snapshot(tmp_path: Path, em
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+def test_pending_age() -> None:
+    p = Pending()
+    assert p.age(now=50.0) == 0.0
+    p.seen(100.0)
+    p.seen(103.0)  # the oldest change counts
+    assert p.age(now=105.0) == 5.0
+
+
+def test_watch_command(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# Loss\n\nHuber loss uses L2 for small errors.\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "watch", str(notes), "--index-dir",
+                             str(tmp_path / "index"), "--debounce-ms", "300"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, text=True)
+    import threading
+
+    watchdog = threading.Timer(120, proc.kill)  # a readline that never returns ends the test
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("ingested 1 files (1 new"), first
+        time.sleep(1)
+        (notes / "b.md").write_text("# Trees\n\nLightGBM grows trees leaf-wise.\n")
+        second = proc.stdout.readline()
+        assert "1 new" in second and "1 unchanged" in second, second
+    finally:
+        watchdog.cancel()
+        proc.terminate()
+        proc.wait(20)
