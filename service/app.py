@@ -23,8 +23,9 @@ from service.feedback import FeedbackStore
 from service.jobs import IngestJobs
 from service.mcp_server import build_mcp, http_endpoint, session_manager_running
 from service.metrics import Metrics
-from service.routes import ask, chat, feedback, health, ingest, search, widget
+from service.routes import ask, chat, documents, feedback, health, ingest, search, widget
 from service.settings import Settings, get_settings
+from service.watcher import CorpusWatcher
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -94,12 +95,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.feedback = open_feedback(settings)
         await engine.start()
         jobs.start()
+        watcher = CorpusWatcher(engine, settings, metrics) if settings.watch else None
+        if watcher is not None:
+            watcher.start()
         logs.event("service_started", index_dir=str(settings.index_dir), auth=settings.auth_enabled,
                    answerer=engine.default_answerer, cors=settings.cors_origins)
         try:
             async with session_manager_running(mcp):
                 yield
         finally:
+            if watcher is not None:
+                await watcher.stop()
             await jobs.stop()
             await engine.stop()
             if app.state.feedback is not None:
@@ -118,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     mcp = build_mcp(lambda: app.state.engine, lambda: app.state.feedback, settings)
     app.router.routes.append(Route("/mcp", http_endpoint(mcp, settings)))  # MCP over streamable HTTP
-    for module in (ask, chat, search, ingest, health, widget, feedback):
+    for module in (ask, chat, search, ingest, health, widget, feedback, documents):
         app.include_router(module.router)
     # the outermost middleware comes last: request ids and timing see everything, CORS headers
     # are added even to the errors of the inner ones

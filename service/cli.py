@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
@@ -48,7 +49,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="files or folders of notes")],
+    paths: Annotated[list[str], typer.Argument(help="files or folders of notes, or a website: a sitemap "
+                                               "URL (…/sitemap.xml) or a start URL to crawl")],
     index_dir: IndexDir = None,
     chunk_sizes: Annotated[str | None, typer.Option(help="comma-separated token sizes, largest first")] = None,
     strict: Annotated[bool, typer.Option(help="fail on an unreadable, binary or non-UTF-8 file")] = False,
@@ -61,15 +63,20 @@ def ingest(
                                                 "local Ray started for the run)")] = None,
     actors: Annotated[int | None, typer.Option(min=1, help="with --engine ray: embedding actors "
                                                "(default: one per GPU, else one per CPU)")] = None,
+    max_pages: Annotated[int, typer.Option(min=1, help="for a website: the most pages taken")] = 1000,
 ) -> None:
     """Ingest notes into the snapshot in --index-dir (incremental by content hash)."""
     from index import IngestError, SnapshotError
     from index import ingest as run_ingest
+    from index.ingestion.sources import is_url
 
+    if any(is_url(p) for p in paths):
+        _ingest_sites(paths, index_dir, chunk_sizes, strict, rebuild, progress, max_pages, engine)
+        return
     if engine is Engine.asyncio and (address is not None or actors is not None):
         _fail(f"{'--address' if address is not None else '--actors'} needs --engine ray", 2)
     for p in paths:
-        if not p.exists():
+        if not Path(p).exists():
             _fail(f"no such file or directory: {p}", 2)
     try:
         config = _config(chunk_sizes)
@@ -83,10 +90,10 @@ def ingest(
             _fail(INSTALL_HINT, 2)
         # Ray Data logs each execution at INFO on the console; the progress bar is ours
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        job = ingest_ray(paths, index_path, config, address=address, actors=actors, strict=strict,
+        job = ingest_ray([Path(p) for p in paths], index_path, config, address=address, actors=actors, strict=strict,
                          rebuild=rebuild, progress=progress)
     else:
-        job = run_ingest(paths, index_path, config, strict=strict, rebuild=rebuild, progress=progress)
+        job = run_ingest([Path(p) for p in paths], index_path, config, strict=strict, rebuild=rebuild, progress=progress)
     try:
         report = asyncio.run(job)
     except (IngestError, SnapshotError) as e:
@@ -94,6 +101,55 @@ def ingest(
     for path, reason in report.skipped.items():
         typer.secho(f"warning: skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(report.summary())
+
+
+def _ingest_sites(urls: list[str], index_dir: Path | None, chunk_sizes: str | None, strict: bool,
+                  rebuild: bool, progress: bool, max_pages: int, engine: Engine) -> None:
+    """`notesrag ingest URL…`: each website in turn (index.ingestion.sources)."""
+    from index import IngestError, SnapshotError
+    from index.ingestion.sources import ingest_site, is_url
+
+    if not all(is_url(u) for u in urls):
+        _fail("give either files and folders or website URLs, not both", 2)
+    if engine is not Engine.asyncio:
+        _fail("websites are ingested with --engine asyncio", 2)
+    try:
+        config = _config(chunk_sizes)
+    except ValueError as e:
+        _fail(str(e), 2)
+    for url in urls:
+        try:
+            report = asyncio.run(ingest_site(url, _index_dir(index_dir), config, max_pages=max_pages,
+                                             strict=strict, rebuild=rebuild, progress=progress))
+        except (IngestError, SnapshotError) as e:
+            _fail(str(e))
+        for page, reason in report.skipped.items():
+            typer.secho(f"warning: skipped {page}: {reason}", fg=typer.colors.YELLOW, err=True)
+        typer.echo(f"{url}: {report.summary()}")
+
+
+@app.command()
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders of notes")],
+    index_dir: IndexDir = None,
+    debounce_ms: Annotated[int, typer.Option(min=50, help="changes within this many ms make one run")] = 1000,
+) -> None:
+    """Ingest the paths, then again after each burst of changes to them (Ctrl-C stops)."""
+    from index import IngestReport, get_embedder
+    from index.ingestion.watch import watch as run_watch
+
+    for p in paths:
+        if not p.exists():
+            _fail(f"no such file or directory: {p}", 2)
+    config = _config()
+
+    def show(report: IngestReport) -> None:
+        typer.echo(report.summary())
+        sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_watch(paths, _index_dir(index_dir), config, get_embedder(config.model, config.device),
+                              debounce_ms=debounce_ms, on_report=show))
 
 
 @app.command()

@@ -44,6 +44,9 @@ class Metrics:
         self.feedback = Counter("notesrag_feedback_total", "Answer ratings received (a replaced rating counts again)",
                                 ["rating", "snapshot"], registry=r)
         self.ready = Gauge("notesrag_ready", "1 when an index is loaded", registry=r)
+        self.unserved_change_age = Gauge(
+            "notesrag_unserved_change_age_seconds", "Age of the oldest corpus change the watcher saw "
+            "and the served snapshot does not hold yet (0: none; always 0 without NOTESRAG_WATCH)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

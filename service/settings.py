@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     milvus_index_type: Literal["FLAT", "HNSW"] = "FLAT"
     max_file_bytes: int = MAX_FILE_BYTES
     merge_threshold: float = Field(default=0.5, gt=0, le=1)
+    # Continuous sync (service/watcher.py): watch corpus_root and ingest each debounced batch of changes
+    watch: bool = False
+    watch_debounce_ms: int = Field(default=1000, ge=50, le=60_000)
 
     # serving
     host: str = "127.0.0.1"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 SUFFIXES: dict[str, str] = {
     ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text",
-    ".rst": "rst", ".html": "html", ".htm": "html",
+    ".rst": "rst", ".html": "html", ".htm": "html", ".pdf": "pdf",
 }
 
 
@@ -96,6 +96,14 @@ def read_source(path: Path, max_bytes: int) -> SourceFile:
         raise SkipFile(f"unreadable: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise SkipFile(f"larger than the size limit of {max_bytes} bytes")
+    if path.suffix.lower() == ".pdf":  # binary: its text layer is read by pypdf (index.ingestion.pdf)
+        from index.ingestion.pdf import PdfSkipped, pdf_text
+
+        try:
+            text = pdf_text(resolved.name, data)
+        except PdfSkipped as e:
+            raise SkipFile(str(e)) from e
+        return SourceFile(str(resolved), text, hashlib.sha256(data).hexdigest(), len(data), "pdf")
     if b"\0" in data[:8192]:
         raise SkipFile("binary file")
     try:
@@ -118,6 +126,10 @@ def sections(src: SourceFile) -> list[Section]:
         return rst_sections(src.text)
     if src.kind == "html":
         return markdown_sections(src.text)  # html_to_text writes headings as Markdown
+    if src.kind == "pdf":
+        from index.ingestion.pdf import pages
+
+        return [Section((heading,), text, start) for heading, text, start in pages(src.text)]
     return [Section((), src.text, 0)] if src.text.strip() else []
 
 

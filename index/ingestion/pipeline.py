@@ -276,7 +276,7 @@ class _Run:
         self.vectors = await asyncio.to_thread(open_vectors, self.config, self.embedder.dim, self.index_dir,
                                                self.tree, self.old)
         self.chunker = Chunker(self.config.chunk_sizes, self.config.chunk_overlap)
-        paths = await asyncio.to_thread(lambda: list(discover(self.roots)))
+        paths = await self._discover()
         self.report.files_total = len(paths)
         self._open_bar(len(paths))
         try:
@@ -313,8 +313,13 @@ class _Run:
             return None
         return snap
 
+    async def _discover(self) -> Sequence[object]:
+        """What the read stage takes, in order: here the files under the roots (a web source,
+        index.ingestion.sources, fetches its pages instead)."""
+        return await asyncio.to_thread(lambda: list(discover(self.roots)))
+
     # -- stages ----------------------------------------------------------------------
-    async def _discover_stage(self, paths: list[Path], out: asyncio.Queue[object]) -> None:
+    async def _discover_stage(self, paths: Sequence[object], out: asyncio.Queue[object]) -> None:
         for p in paths:
             await out.put(p)
         await out.put(_DONE)
@@ -370,7 +375,7 @@ class _Run:
                             "(encoded or minified data)", src.path, cut, MAX_RUN)
             nodes = await self._in(self._parse_pool, self.chunker.chunk, src, secs)
             self.tree.add(nodes)
-            self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes))
+            self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes), time.time())
             leaves = [n for n in nodes if self.tree.is_leaf(n.id)]
             for leaf in leaves:
                 if self.old is not None and leaf.id in self.old.tree and self.old.tree.is_leaf(leaf.id):

@@ -56,6 +56,7 @@ class FileEntry:
     sha256: str
     size: int
     nodes: int
+    indexed_at: float | None = None  # when this content was chunked (None: a snapshot from before it was kept)
 
 
 @dataclass
