@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.answer.citations import SUPPORT_THRESHOLD
 from index.models.embedder import FEW_TEXTS, get_query_embedder
 from index.models.llm_server import LLMServerConfig, ManagedLLMServer
 from service import errors, logs
@@ -36,7 +37,10 @@ def build_answerers(settings: Settings, llm: ManagedLLMServer | None = None,
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         answerers["llm"] = LLMAnswerer(url, model, api_key=key,
                                        timeout_s=settings.llm_timeout_s, max_tokens=settings.llm_max_tokens,
-                                       temperature=settings.llm_temperature, fallback=extractive)
+                                       temperature=settings.llm_temperature, fallback=extractive,
+                                       grammar=settings.llm_grammar if settings.llm_grammar is not None else llm is not None,
+                                       support_threshold=settings.llm_support_threshold or SUPPORT_THRESHOLD,
+                                       unsupported=settings.llm_unsupported)
         return answerers, "llm"
     return answerers, "extractive"
 

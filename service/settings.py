@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     llm_parallel: int = Field(default=2, ge=1, le=64)  # requests decoded together
     llm_port: int = Field(default=0, ge=0, le=65535)  # 0: a free loopback port
     llm_start_timeout_s: float = Field(default=120.0, gt=0)
+    # Each sentence of an LLM answer must cite a passage that supports it (index.answer.citations):
+    # unsupported ones are dropped (or only flagged) and named in warnings. llm_grammar holds the
+    # model to sentences that end with a [n] (llama.cpp's GBNF field; None: on for the model the
+    # service runs, off for llm_base_url, which may not be llama.cpp).
+    llm_unsupported: Literal["drop", "flag"] = "drop"
+    llm_support_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the calibrated one
+    llm_grammar: bool | None = None
 
     _split_lists = field_validator("chunk_sizes", "api_keys", "cors_origins", mode="before")(_split)
 

@@ -54,6 +54,7 @@ def _extra(r: QAResult) -> dict[str, Any]:
         "citations": [CitationOut.of(c).model_dump() for c in a.citations],
         "notesrag": {"answerable": a.answerable, "confidence": round(a.confidence, 4), "snapshot": r.snapshot,
                      "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
+                     "citation_support": a.citation_support,
                      "timings": r.timings.as_dict(), "retrieval_query": r.retrieval_query,
                      "contexts": [ContextOut.of(i, h).model_dump() for i, h in enumerate(r.hits, 1)]},
     }
