@@ -39,7 +39,7 @@ def build_answerers(settings: Settings, llm: ManagedLLMServer | None = None,
                                        timeout_s=settings.llm_timeout_s, max_tokens=settings.llm_max_tokens,
                                        temperature=settings.llm_temperature, fallback=extractive,
                                        grammar=settings.llm_grammar if settings.llm_grammar is not None else llm is not None,
-                                       support_threshold=settings.llm_support_threshold or SUPPORT_THRESHOLD,
+                                       support_threshold=SUPPORT_THRESHOLD if settings.llm_support_threshold is None else settings.llm_support_threshold,
                                        unsupported=settings.llm_unsupported)
         return answerers, "llm"
     return answerers, "extractive"

@@ -77,7 +77,7 @@ def cite_grammar(passages: int, max_sentences: int = 3) -> str:
             f'num ::= {numbers}\n'
             # no markers, fences or line breaks inside a sentence, and a full stop only inside
             # a word ("asyncio.gather", "0.5"): one marker ends each sentence
-            'body ::= ([^\\[\\]<>\\n.!?$\\\\{}] | "." [a-z0-9]){8,200}\n')
+            'body ::= ([^\\[\\]<>\\n.!?$\\\\{}] | "." [a-z0-9]){8,150}\n')
 
 
 @dataclass(slots=True)
