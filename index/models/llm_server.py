@@ -317,6 +317,32 @@ class ManagedLLMServer:
                 "threads": self.config.threads, "last_error": self.last_error}
 
 
+class BackgroundLLMServer:
+    """A `ManagedLLMServer` for synchronous callers (the evaluation, the benchmark): its event
+    loop runs in a thread; `with BackgroundLLMServer(config) as llm:` returns once it is healthy."""
+
+    def __init__(self, config: LLMServerConfig, start_timeout_s: float = 120.0) -> None:
+        self.server = ManagedLLMServer(config, start_timeout_s=start_timeout_s)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="notesrag-llm-loop", daemon=True)
+
+    def __enter__(self) -> ManagedLLMServer:
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
 def _watch_parent(parent: int, stop: threading.Event) -> None:
     # a child whose owner died (even by SIGKILL) stops too, instead of holding the model and port
     while not stop.wait(1.0):
