@@ -71,6 +71,17 @@ def assert_cited_from_contexts(body: dict[str, Any]) -> None:
         assert c["node_id"] == ctx["node_id"] and c["quote"] and c["quote"] in ctx["text"]
 
 
+def answered_by_the_model(body: dict[str, Any]) -> bool:
+    """The model answered: its answer was kept (and is cited from the contexts), or the citation
+    check rejected what it wrote; not a failure to reach it, nor a timeout."""
+    if any("LLM answerer failed" in w for w in body["warnings"]):
+        return False
+    if body["answerer"] == "llm":
+        assert_cited_from_contexts(body)
+        return True
+    return any("LLM answer rejected" in w for w in body["warnings"])
+
+
 async def test_the_model_answers_with_citations_whose_quotes_are_in_their_nodes(http: httpx.AsyncClient,
                                                                                live_llm: Live) -> None:
     r = await http.post("/v1/ask", json={"question": "What is Huber loss?", "top_k": 1})
@@ -115,8 +126,7 @@ async def test_four_concurrent_questions_all_complete(http: httpx.AsyncClient) -
     # every one got the model's answer: none failed or timed out (the citation check may still
     # reject what the small model wrote, and fall back for that reason alone)
     warnings = [w for b in bodies for w in b["warnings"]]
-    assert not [w for w in warnings if "LLM answerer failed" in w], warnings
-    assert all(b["answerer"] == "llm" or any("LLM answer rejected" in w for w in b["warnings"]) for b in bodies)
+    assert all(answered_by_the_model(b) for b in bodies), warnings
     assert any(b["answerer"] == "llm" for b in bodies), warnings
 
 
@@ -149,8 +159,7 @@ async def test_killed_model_server_falls_back_then_is_restarted(http: httpx.Asyn
                      what="the model server to be restarted")
     assert llm.pid != pid
     body = (await http.post("/v1/ask", json={"question": "What is Huber loss?", "top_k": 1})).json()
-    assert body["answerer"] == "llm", body["warnings"]
-    assert_cited_from_contexts(body)
+    assert answered_by_the_model(body), body["warnings"]
 
 
 async def test_a_timeout_shorter_than_the_generation_falls_back(index_dir: Path, live_llm: Live) -> None:
