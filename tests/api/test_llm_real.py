@@ -23,7 +23,7 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from index.models.llm_server import LLMServerError, ManagedLLMServer, packaged_gguf
+from index.models.llm_server import LLMServerConfig, LLMServerError, ManagedLLMServer, packaged_gguf
 from service.app import create_app
 
 from .conftest import QUERY_KEY, auth, client, make_settings, running, wait_until
@@ -205,3 +205,20 @@ async def test_a_file_that_is_not_gguf_fails_at_start_naming_it(index_dir: Path,
         async with app.router.lifespan_context(app):
             pass
 
+
+
+async def test_a_hung_model_server_is_killed_and_restarted() -> None:
+    assert GGUF is not None
+    llm = ManagedLLMServer(LLMServerConfig(GGUF, ctx_size=512, threads=1, parallel=1),
+                           health_interval_s=0.5, health_misses=2)
+    await llm.start()
+    try:
+        pid = llm.pid
+        assert pid is not None and await llm.check()
+        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+        await wait_until(lambda: llm.restarts == 1 and llm.healthy, timeout=90,
+                         what="the hung model server to be replaced")
+        assert llm.pid != pid and await llm.check()
+    finally:
+        await llm.stop()
+    assert llm.pid is None
