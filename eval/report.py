@@ -24,7 +24,7 @@ def metric_order(k: int) -> list[str]:
     """The order metrics are shown in; others follow alphabetically."""
     return [
         f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "hit@1", f"hit@{k}",
-        "f1", "em", "f1_answered", "answered_rate",
+        "f1", "em", "f1_answered", "answered_rate", "citation_support",
         "noanswer_precision", "noanswer_recall", "noanswer_f1",
         "abstain_threshold", "noanswer_precision_at_best", "noanswer_recall_at_best",
         "noanswer_f1_at_best", "f1_at_best", "em_at_best",

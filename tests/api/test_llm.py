@@ -11,10 +11,18 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from service.answerers import SYSTEM_PROMPT
+from index.answer.llm import SYSTEM_PROMPT
 from service.app import create_app
 
-from .conftest import ServerThread, assert_cites_huber, auth, client, make_settings, running
+from .conftest import (
+    ServerThread,
+    assert_cites_huber,
+    auth,
+    cited_line,
+    client,
+    make_settings,
+    running,
+)
 from .llm_stub import StubState, passages
 from .test_ask import sse_events
 
@@ -41,13 +49,15 @@ async def test_llm_answer_cites_the_numbered_passages(llm_api: httpx.AsyncClient
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["answerer"] == "llm" and body["warnings"] == []
-    assert body["answer"].startswith("Passage one says:") and "[1]" in body["answer"]
+    assert "[1]. " in body["answer"] and body["answer"].endswith("[2].")
+    assert body["citation_support"] == 1.0
     assert [c["n"] for c in body["citations"]] == [1, 2]
     for c in body["citations"]:
         ctx = body["contexts"][c["n"] - 1]
         assert c["node_id"] == ctx["node_id"]
         assert c["quote"] in ctx["text"]
-    assert_cites_huber(body["citations"][0])  # the extractive sentence inside passage 1
+    # the quote is the passage's sentence closest to the claim: the line the stub restated
+    assert body["answer"].split(" [1]")[0] in " ".join(cited_line(body["citations"][0]).split())
     # what the server was sent
     sent = stub_state.requests[-1]
     assert sent["model"] == "stub-model" and sent["stream"] is False
@@ -103,6 +113,22 @@ async def test_hanging_server_times_out_and_falls_back(llm_api: httpx.AsyncClien
     assert any("1s" in w for w in body["warnings"])
 
 
+async def test_an_answer_its_passages_do_not_support_falls_back(llm_api: httpx.AsyncClient,
+                                                                stub_state: StubState) -> None:
+    expected = await extractive_answer(llm_api)
+    stub_state.mode = "invent"
+    body = (await llm_api.post("/v1/ask", json={"question": "What is Huber loss?"})).json()
+    assert body["answerer"] == "extractive" and body["answer"] == expected
+    assert any("LLM answer rejected (no sentence of its answer cites a passage that supports it)" in w
+               for w in body["warnings"])
+    r = await llm_api.post("/v1/ask", json={"question": "What is Huber loss?", "stream": True})
+    events = sse_events(r.text)
+    done = events[-1][1]
+    text = "".join(d["text"] for k, d in events if k == "delta")
+    assert done["answerer"] == "extractive" and done["answer"] == expected
+    assert text.startswith("Bananas") and text.endswith("\n\n" + expected)  # what replaced it, last
+
+
 async def test_llm_not_found_means_not_answerable(llm_api: httpx.AsyncClient, stub_state: StubState) -> None:
     stub_state.mode = "not_found"
     body = (await llm_api.post("/v1/ask", json={"question": "What is Huber loss?"})).json()
@@ -135,7 +161,7 @@ async def test_stream_broken_midway_appends_the_extractive_answer(llm_api: httpx
     done = events[-1][1]
     assert done["answerer"] == "extractive" and done["warnings"]
     text = "".join(d["text"] for k, d in events if k == "delta")
-    assert text.startswith("Passage one") and text.endswith(done["answer"])
+    assert text.endswith(done["answer"]) and len(text) > len(done["answer"])  # the LLM's start, then it
 
 
 async def test_stream_fails_before_start_falls_back(llm_api: httpx.AsyncClient, stub_state: StubState) -> None:
