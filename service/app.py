@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.models.embedder import FEW_TEXTS, get_query_embedder
+from index.models.reranker import get_reranker
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -26,7 +27,8 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
-    extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences)
+    extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences,
+                                    reranker=get_reranker(settings.reranker), units_scored=settings.units_scored)
     answerers: dict[str, Answerer] = {"extractive": extractive}
     if settings.llm_base_url:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None

@@ -368,7 +368,13 @@ class QAEngine:
         assert self.embedder is not None
         return {**manifest_dict(served.snapshot), "device": self.embedder.device,
                 "encoder_backend": getattr(self.embedder, "backend", "torch"),
-                "answerer": self.default_answerer}
+                "answerer": self.default_answerer, "reranker": self.reranker_name}
+
+    @property
+    def reranker_name(self) -> str | None:
+        """The cross-encoder the extractive answers use (the LLM's gate too), if any."""
+        reranker = getattr(self.answerers.get("extractive"), "reranker", None)
+        return getattr(reranker, "name", None)
 
     def answerer(self, name: str | None) -> Answerer:
         name = name or self.default_answerer

@@ -81,6 +81,7 @@ class AskResponse(BaseModel):
     answerer: str
     cached: bool = False
     warnings: list[str] = Field(default_factory=list)
+    reranker: str | None = Field(None, description="the cross-encoder that scored the answer, if one did")
 
     @classmethod
     def of(cls, r: QAResult) -> AskResponse:
@@ -89,7 +90,7 @@ class AskResponse(BaseModel):
                    citations=[CitationOut.of(c) for c in a.citations],
                    contexts=[ContextOut.of(i, h) for i, h in enumerate(r.hits, 1)],
                    timings=r.timings.as_dict(), snapshot=r.snapshot, answerer=a.answerer, cached=r.cached,
-                   warnings=list(a.warnings))
+                   warnings=list(a.warnings), reranker=a.reranker)
 
 
 class SearchResponse(BaseModel):

@@ -53,7 +53,7 @@ def _extra(r: QAResult) -> dict[str, Any]:
     return {
         "citations": [CitationOut.of(c).model_dump() for c in a.citations],
         "notesrag": {"answerable": a.answerable, "confidence": round(a.confidence, 4), "snapshot": r.snapshot,
-                     "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
+                     "answerer": a.answerer, "reranker": a.reranker, "warnings": list(a.warnings), "cached": r.cached,
                      "timings": r.timings.as_dict(), "retrieval_query": r.retrieval_query,
                      "contexts": [ContextOut.of(i, h).model_dump() for i, h in enumerate(r.hits, 1)]},
     }
