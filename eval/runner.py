@@ -295,7 +295,7 @@ class LocalBackend:
     def __init__(self, dataset: Dataset, cache: IndexCache, embedder: Any = None, *,
                  answer_k: int = DEFAULT_ANSWER_K, abstain_threshold: float | None = None,
                  max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
-                 progress: bool = False, reranker: Any = "auto") -> None:
+                 progress: bool = False, reranker: Any = "auto", rerank_depth: int = 0) -> None:
         from index import get_embedder
         from index.models.reranker import get_reranker
 
@@ -309,6 +309,7 @@ class LocalBackend:
         # the service's default: the packaged cross-encoder when installed ("auto"), a name,
         # "none", or a Reranker object
         self.reranker = get_reranker(reranker) if isinstance(reranker, str) else reranker
+        self.rerank_depth = rerank_depth  # fused leaves the cross-encoder reranks before merge
         self._snapshots: dict[tuple[int, ...], Any] = dict(snapshots or {})
         self._vectors: dict[str, Any] = {}
         self.embed_s_per_question = 0.0
@@ -349,7 +350,8 @@ class LocalBackend:
         from index.answer.extractive import extract_answer
 
         snapshot = self.snapshot(spec.chunk_sizes)
-        retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold)
+        retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold,
+                              reranker=self.reranker, rerank_depth=self.rerank_depth)
         self._query_vectors(questions)
         threshold = self.threshold()
         count = getattr(self.embedder, "token_count", None)

@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.models.embedder import FEW_TEXTS, get_query_embedder
-from index.models.reranker import get_reranker
+from index.models.reranker import Reranker, get_reranker
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -26,9 +26,9 @@ from service.settings import Settings, get_settings
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
+def build_answerers(settings: Settings, reranker: Reranker | None = None) -> tuple[dict[str, Answerer], str]:
     extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences,
-                                    reranker=get_reranker(settings.reranker), units_scored=settings.units_scored)
+                                    reranker=reranker, units_scored=settings.units_scored)
     answerers: dict[str, Answerer] = {"extractive": extractive}
     if settings.llm_base_url:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
@@ -40,7 +40,8 @@ def build_answerers(settings: Settings) -> tuple[dict[str, Answerer], str]:
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> QAEngine:
-    answerers, default = build_answerers(settings)
+    reranker = get_reranker(settings.reranker)  # a damaged model stops the start, naming its file
+    answerers, default = build_answerers(settings, reranker)
     return QAEngine(
         settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
                                    few=max(FEW_TEXTS, settings.batch_max)), answerers,
@@ -48,6 +49,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> QAEngine:
         batch_window_s=settings.batch_window_ms / 1000, batch_max=settings.batch_max,
         cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,
         thread_init=lambda: configure_threads(settings), index_config=settings.index_config(),
+        reranker=reranker, rerank_depth=settings.rerank_depth,
     )
 
 

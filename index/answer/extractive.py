@@ -29,7 +29,11 @@ from index.store.tree import NodeTree, vector_id
 # no-answer F1); see the README's quality table. The first is a cosine (no cross-encoder), the
 # second the cross-encoder's probability.
 DEFAULT_THRESHOLD = 0.34
-DEFAULT_RERANK_THRESHOLD = 0.05
+DEFAULT_RERANK_THRESHOLD = 0.003
+# The confidence with a cross-encoder: sigmoid(logit + COSINE_WEIGHT * (cosine - COSINE_CENTER));
+# see _confidence. Chosen on data/questions.jsonl (README, quality table).
+COSINE_WEIGHT = 30.0
+COSINE_CENTER = 0.2
 # Units the cross-encoder scores for one question: its cost grows with each (~15 ms a unit
 # on one busy CPU thread), and the cheap score's top few hold the answer.
 DEFAULT_UNITS_SCORED = 6
@@ -179,6 +183,14 @@ def _rescore(question: str, cands: list[_Candidate], reranker: Reranker | None,
     return scored
 
 
+def _confidence(logit: float, cosine: float) -> float:
+    """The probability that the notes answer the question: the cross-encoder's logit for the best
+    unit, moved by the best sentence cosine of the retrieved sections. The cross-encoder alone
+    is sure of passages that are on the topic but do not answer ("How many parameters does
+    ResNet-50 have?"); the cosine alone misses answers worded unlike the question."""
+    return float(sigmoid(logit + COSINE_WEIGHT * (cosine - COSINE_CENTER)))
+
+
 def _sentence_lead(u: Unit) -> bool:
     """A short list led in by a sentence ("Swin Transformer introduces Transformers to CV:"):
     its items answer only with it."""
@@ -258,7 +270,8 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
     ranked = _rescore(question, cands, reranker, units_scored)
     if not ranked:
         return Answer(NOT_FOUND, False, [], 0.0, name)
-    confidence = float(sigmoid(ranked[0].score)) if reranker is not None else ranked[0].cosine
+    confidence = _confidence(ranked[0].score, max(c.cosine for c in cands)) if reranker is not None \
+        else ranked[0].cosine
     if confidence < threshold:
         return Answer(NOT_FOUND, False, [], confidence, name)
     if margin is None:

@@ -54,3 +54,20 @@ def test_fragments_do_not_answer_alone(notes_retriever, reranker) -> None:  # ty
     a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
                        notes_retriever.snapshot, reranker=reranker)
     assert a.plain != "Lower is better." and a.plain.startswith("FID")
+
+
+@pytest.mark.slow
+def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, reranker) -> None:  # type: ignore[no-untyped-def]
+    from index import Retriever
+
+    plain = Retriever(notes_snapshot, embedder)
+    reranked = Retriever(notes_snapshot, embedder, reranker=reranker, rerank_depth=8)
+    q = "Which GAN metric is lower-is-better?"
+    leaves = reranked.rank(q, k=8, merge=False)
+    assert {n for n, _ in leaves} == {n for n, _ in plain.rank(q, k=8, merge=False)}  # same 8, reordered
+    tree = notes_snapshot.tree
+    logits = reranker.score(q, [" ".join([*tree[n].heading_path[-1:], tree[n].text]) for n, _ in leaves])
+    assert list(logits) == sorted(logits, reverse=True)
+    assert "FID" in tree[leaves[0][0]].text
+    with pytest.raises(ValueError, match="rerank depth must be >= 0, got -1"):
+        Retriever(notes_snapshot, embedder, reranker=reranker, rerank_depth=-1)
