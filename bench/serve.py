@@ -233,7 +233,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
             for b in backends:
                 port = free_port()
                 urls[b] = f"http://127.0.0.1:{port}"
-                logs[b] = Path(tmp) / f"server-{b}.log"
+                logs[b] = Path(tmp) / f"server-{b.replace('/', '-')}.log"
                 procs[b] = start_server(index_dir, port, logs[b], b)
             baselines = Baselines(index_dir)
             for b in backends:

@@ -16,15 +16,15 @@ from collections.abc import Mapping
 GATE_RUN = "hybrid+merge"
 
 # Measured on the 214-question set (issue 13: answer units scored by the packaged cross-encoder,
-# 6 units a question, abstain threshold 0.003). The abstention floors changed on purpose: a
+# 4 units a question, abstain threshold 0.003). The abstention floors changed on purpose: a
 # false "not covered" is the failure a user trusts least, so recall was traded for precision.
 MEASURED: dict[str, float] = {
     "mrr@10": 0.961,
     "ndcg@10": 0.970,
     "recall@10": 1.000,
     "hit@1": 0.928,
-    "answer_accuracy": 0.917,
-    "f1": 0.402,
+    "answer_accuracy": 0.911,
+    "f1": 0.400,
     "noanswer_precision": 1.000,
     "noanswer_recall": 0.265,
 }

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     reranker: str = Field(default="auto", min_length=1)
     # Answer units it scores for one question (each costs ~10-15 ms on one CPU thread), and the
     # fused leaves it reranks before auto-merge (0: none; see the README's quality table).
-    units_scored: int = Field(default=6, ge=1, le=64)
+    units_scored: int = Field(default=4, ge=1, le=64)
     rerank_depth: int = Field(default=0, ge=0, le=200)
     max_sentences: int = Field(default=2, ge=1, le=10)
     llm_base_url: str | None = None  # an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1

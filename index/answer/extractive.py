@@ -36,7 +36,7 @@ COSINE_WEIGHT = 30.0
 COSINE_CENTER = 0.2
 # Units the cross-encoder scores for one question: its cost grows with each (~15 ms a unit
 # on one busy CPU thread), and the cheap score's top few hold the answer.
-DEFAULT_UNITS_SCORED = 6
+DEFAULT_UNITS_SCORED = 4
 MIN_LEAD_WORDS = 4
 # A second unit joins the answer when its score is within this of the best (a logit, or the
 # cheap score without a cross-encoder).
