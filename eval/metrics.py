@@ -383,3 +383,37 @@ def contains_evidence(node_text: str, evidence: str) -> bool:
     if not needle:
         raise ValueError("evidence must not be empty")
     return needle in normalize_text(node_text)
+
+
+# --- answer accuracy -------------------------------------------------------------------
+
+_CITE = re.compile(r"\s*\[\d+\]")
+_WORD = re.compile(r"\w+")
+# An answer states an evidence string that it holds at least this share of the words of.
+STATES_WORD_SHARE = 0.6
+
+
+def states_evidence(answer: str, evidence: str, share: float = STATES_WORD_SHARE) -> bool:
+    """Whether `answer` states `evidence`: after case and white-space folding and dropping [n]
+    markers, the evidence is inside the answer, or the answer holds at least `share` of the
+    evidence's distinct words."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    text = normalize_text(_CITE.sub("", answer))
+    needle = normalize_text(_CITE.sub("", evidence))
+    if not needle:
+        raise ValueError("evidence must not be empty")
+    if needle in text:
+        return True
+    wanted = set(_WORD.findall(needle))
+    if not wanted:
+        return False
+    return len(wanted & set(_WORD.findall(text))) / len(wanted) >= share
+
+
+def answer_accuracy(pairs: Sequence[tuple[str, Sequence[str]]]) -> float | None:
+    """The share of (answer, evidence strings) pairs whose answer states one of its strings;
+    an abstention ("") states nothing. None for no pairs."""
+    if not pairs:
+        return None
+    return sum(any(states_evidence(a, e) for e in ev) for a, ev in pairs if a) / len(pairs)

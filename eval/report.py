@@ -24,10 +24,10 @@ def metric_order(k: int) -> list[str]:
     """The order metrics are shown in; others follow alphabetically."""
     return [
         f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "hit@1", f"hit@{k}",
-        "f1", "em", "f1_answered", "answered_rate", "citation_support",
+        "answer_accuracy", "answerable_abstained", "f1", "em", "f1_answered", "answered_rate", "citation_support",
         "noanswer_precision", "noanswer_recall", "noanswer_f1",
         "abstain_threshold", "noanswer_precision_at_best", "noanswer_recall_at_best",
-        "noanswer_f1_at_best", "f1_at_best", "em_at_best",
+        "noanswer_f1_at_best", "f1_at_best", "em_at_best", "answer_accuracy_at_best",
         "context_precision", "context_recall", "rouge_l", "semantic_similarity",
         "faithfulness", "answer_relevancy",
         "context_tokens", "latency_p50_ms", "latency_p95_ms", "embed_ms_per_question",
@@ -36,7 +36,7 @@ def metric_order(k: int) -> list[str]:
 
 def chart_metrics(k: int) -> list[str]:
     """The metrics in [0, 1] that the chart draws."""
-    return [f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "hit@1", "f1", "em",
+    return [f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "hit@1", "answer_accuracy", "f1", "em",
             "noanswer_precision", "noanswer_recall", "context_precision", "context_recall",
             "rouge_l", "semantic_similarity", "faithfulness", "answer_relevancy"]
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from eval.datasets import Dataset, LabelledQuestion, read_corpus_mapping, write_corpus
 from eval.metrics import (
     abstains,
+    answer_accuracy,
     best_abstain_threshold,
     document_judgements,
     evidence_judgements,
@@ -319,8 +320,10 @@ class LocalBackend:
     def __init__(self, dataset: Dataset, cache: IndexCache, embedder: Any = None, *,
                  answer_k: int = DEFAULT_ANSWER_K, abstain_threshold: float | None = None,
                  max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
-                 progress: bool = False, llm: LLMEndpoint | None = None) -> None:
+                 progress: bool = False, reranker: Any = "auto", rerank_depth: int = 0,
+                 llm: LLMEndpoint | None = None) -> None:
         from index import get_embedder
+        from index.models.reranker import get_reranker
 
         self.llm = llm
 
@@ -331,6 +334,10 @@ class LocalBackend:
         self.abstain_threshold = abstain_threshold
         self.max_sentences = max_sentences
         self.progress = progress
+        # the service's default: the packaged cross-encoder when installed ("auto"), a name,
+        # "none", or a Reranker object
+        self.reranker = get_reranker(reranker) if isinstance(reranker, str) else reranker
+        self.rerank_depth = rerank_depth  # fused leaves the cross-encoder reranks before merge
         self._snapshots: dict[tuple[int, ...], Any] = dict(snapshots or {})
         self._vectors: dict[str, Any] = {}
         self.embed_s_per_question = 0.0
@@ -361,8 +368,11 @@ class LocalBackend:
         import index.answer.extractive
 
         # Read at call time, so a calibration script can patch the module's default.
-        return index.answer.extractive.DEFAULT_THRESHOLD if self.abstain_threshold is None \
-            else self.abstain_threshold
+        if self.abstain_threshold is not None:
+            return self.abstain_threshold
+        if self.reranker is not None:
+            return index.answer.extractive.DEFAULT_RERANK_THRESHOLD
+        return index.answer.extractive.DEFAULT_THRESHOLD
 
     def run(self, spec: RunSpec, questions: Sequence[LabelledQuestion], k: int,
             tick: Callable[[], None]) -> list[Outcome]:
@@ -370,7 +380,8 @@ class LocalBackend:
         from index.answer.extractive import extract_answer
 
         snapshot = self.snapshot(spec.chunk_sizes)
-        retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold)
+        retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold,
+                              reranker=self.reranker, rerank_depth=self.rerank_depth)
         self._query_vectors(questions)
         threshold = self.threshold()
         count = getattr(self.embedder, "token_count", None)
@@ -396,7 +407,8 @@ class LocalBackend:
             # makes, and the would-be answer is known for the threshold sweep.
             # max_hits stays the answerer's default, as the service calls it.
             raw = extract_answer(q.question, vector, passages, snapshot,
-                                 max_sentences=self.max_sentences, threshold=-math.inf)
+                                 max_sentences=self.max_sentences, threshold=-math.inf,
+                                 reranker=self.reranker)
             candidate = raw.plain if raw.answerable else None
             answered = candidate is not None and not abstains(raw.confidence, threshold)
             support = extractive_support(raw, snapshot) if raw.answerable else None
@@ -675,6 +687,11 @@ def score_outcomes(dataset: Dataset, outcomes: Sequence[Outcome], k: int,
     answered = [(o.answer, q.answer) for q, o in referenced if o.answerable]
     metrics["f1_answered"] = _answer_scores(answered)["f1"]
     metrics["answered_rate"] = statistics.fmean(o.answerable for o in outcomes)
+    evidenced = [(q, o) for q, o in zip(questions, outcomes, strict=True) if q.answerable and q.evidence]
+    metrics["answer_accuracy"] = answer_accuracy([(o.answer, q.evidence) for q, o in evidenced])
+    # answerable questions answered "not covered": the failure a user trusts least
+    metrics["answerable_abstained"] = (float(sum(not o.answerable for q, o in evidenced))
+                                       if evidenced else None)
 
     golds = [q.answerable for q in questions]
     noanswer = noanswer_scores([o.answerable for o in outcomes], golds)
@@ -695,7 +712,7 @@ def _threshold_sweep(questions: Sequence[LabelledQuestion], outcomes: Sequence[O
                      referenced: Sequence[tuple[LabelledQuestion, Outcome]]
                      ) -> dict[str, float | None]:
     names = ["abstain_threshold", "noanswer_precision_at_best", "noanswer_recall_at_best",
-             "noanswer_f1_at_best", "f1_at_best", "em_at_best"]
+             "noanswer_f1_at_best", "f1_at_best", "em_at_best", "answer_accuracy_at_best"]
     out: dict[str, float | None] = dict.fromkeys(names)
     confidences = [o.confidence for o in outcomes]
     if all(q.answerable for q in questions) or any(c is None for c in confidences):
@@ -722,6 +739,9 @@ def _threshold_sweep(questions: Sequence[LabelledQuestion], outcomes: Sequence[O
             pairs.append((o.candidate, q.answer))
     scores_at = _answer_scores(pairs)
     out["f1_at_best"], out["em_at_best"] = scores_at["f1"], scores_at["em"]
+    out["answer_accuracy_at_best"] = answer_accuracy(
+        [((o.candidate or "") if answered_at[o.qid] else "", q.evidence)
+         for q, o in zip(questions, outcomes, strict=True) if q.answerable and q.evidence])
     return out
 
 

@@ -22,8 +22,9 @@ import numpy as np
 
 from index.answer import llm as llm_prompt
 from index.answer.citations import SUPPORT_THRESHOLD
-from index.answer.extractive import NOT_FOUND, Citation, extract_answer
+from index.answer.extractive import DEFAULT_UNITS_SCORED, NOT_FOUND, Citation, extract_answer
 from index.answer.llm import LLM_NOT_FOUND, Unsupported, check_answer, cite_grammar
+from index.models.reranker import Reranker
 from index.search.retriever import Hit
 from index.store.snapshot import Snapshot
 
@@ -54,6 +55,7 @@ class AnswerResult:
     answerer: str
     warnings: list[str] = field(default_factory=list)
     citation_support: float | None = None  # share of the sentences a cited passage supports
+    reranker: str | None = None  # the cross-encoder that scored the answer, if one did
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +98,21 @@ class ExtractiveAnswerer:
 
     name = "extractive"
 
-    def __init__(self, threshold: float | None = None, max_sentences: int = 2) -> None:
+    def __init__(self, threshold: float | None = None, max_sentences: int = 2, *,
+                 reranker: Reranker | None = None, units_scored: int = DEFAULT_UNITS_SCORED) -> None:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
         self.threshold = threshold
         self.max_sentences = max_sentences
+        self.reranker = reranker
+        self.units_scored = units_scored
 
     def answer_sync(self, req: AnswerRequest) -> AnswerResult:
         a = extract_answer(req.question, req.question_vector, req.hits, req.snapshot,
-                           max_sentences=self.max_sentences, threshold=self.threshold)
-        return AnswerResult(a.text, a.answerable, list(a.citations), float(a.confidence), self.name)
+                           max_sentences=self.max_sentences, threshold=self.threshold,
+                           reranker=self.reranker, units_scored=self.units_scored)
+        return AnswerResult(a.text, a.answerable, list(a.citations), float(a.confidence), self.name,
+                            reranker=a.reranker)
 
     async def answer(self, req: AnswerRequest) -> AnswerResult:
         return await asyncio.to_thread(self.answer_sync, req)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from index.answer.citations import SUPPORT_THRESHOLD
 from index.models.embedder import FEW_TEXTS, get_query_embedder
 from index.models.llm_server import LLMServerConfig, ManagedLLMServer
+from index.models.reranker import Reranker, get_reranker
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -33,9 +34,10 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def build_answerers(settings: Settings, llm: ManagedLLMServer | None = None,
-                    ) -> tuple[dict[str, Answerer], str]:
+                    reranker: Reranker | None = None) -> tuple[dict[str, Answerer], str]:
     """The extractive answerer, and the LLM one when a server is set or `llm` runs one."""
-    extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences)
+    extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences,
+                                    reranker=reranker, units_scored=settings.units_scored)
     answerers: dict[str, Answerer] = {"extractive": extractive}
     url, model = (llm.base_url, llm.model) if llm is not None else (settings.llm_base_url, settings.llm_model)
     if url:
@@ -60,7 +62,8 @@ def managed_llm(settings: Settings) -> ManagedLLMServer | None:
 
 
 def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | None = None) -> QAEngine:
-    answerers, default = build_answerers(settings, llm)
+    reranker = get_reranker(settings.reranker)  # a damaged model stops the start, naming its file
+    answerers, default = build_answerers(settings, llm, reranker)
     return QAEngine(
         settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
                                    few=max(FEW_TEXTS, settings.batch_max)), answerers,
@@ -68,6 +71,7 @@ def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | N
         batch_window_s=settings.batch_window_ms / 1000, batch_max=settings.batch_max,
         cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,
         thread_init=lambda: configure_threads(settings), index_config=settings.index_config(),
+        reranker=reranker, rerank_depth=settings.rerank_depth,
     )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from index import Embedder, Hit, Retriever, Snapshot, SnapshotError, current_path, load_snapshot
 from index.config import IndexConfig
+from index.models.reranker import Reranker
 from index.store.snapshot import SnapshotUnavailable, manifest_dict
 from service import logs
 from service.answerers import (
@@ -228,7 +229,8 @@ class QAEngine:
                  default_answerer: str = "extractive", merge_threshold: float = 0.5,
                  batch_window_s: float = 0.002, batch_max: int = 32, cache_size: int = 1024,
                  reload_interval_s: float = 1.0, query_threads: int = 2, metrics: Metrics | None = None,
-                 thread_init: Callable[[], None] | None = None, index_config: IndexConfig | None = None) -> None:
+                 thread_init: Callable[[], None] | None = None, index_config: IndexConfig | None = None,
+                 reranker: Reranker | None = None, rerank_depth: int = 0) -> None:
         if default_answerer not in answerers:
             raise ValueError(f"default answerer {default_answerer!r} is not one of {sorted(answerers)}")
         self.index_dir = Path(index_dir)
@@ -237,6 +239,7 @@ class QAEngine:
         self.answerers = answerers
         self.default_answerer = default_answerer
         self.merge_threshold = merge_threshold
+        self.reranker, self.rerank_depth = reranker, rerank_depth  # fused leaves reranked before merge
         self.batch_window_s = batch_window_s
         self.batch_max = batch_max
         self.reload_interval_s = reload_interval_s
@@ -337,7 +340,8 @@ class QAEngine:
     def _load(self, path: Path) -> Served:
         assert self.embedder is not None
         snap = load_snapshot(self.index_dir, config=self.index_config)
-        retriever = Retriever(snap, self.embedder, merge_threshold=self.merge_threshold)
+        retriever = Retriever(snap, self.embedder, merge_threshold=self.merge_threshold,
+                              reranker=self.reranker, rerank_depth=self.rerank_depth)
         if snap.path.name != path.name:
             logs.event("snapshot_moved_on", wanted=path.name, loaded=snap.path.name)
         return Served(snap, retriever, _dir_size(snap.path))
@@ -368,7 +372,13 @@ class QAEngine:
         assert self.embedder is not None
         return {**manifest_dict(served.snapshot), "device": self.embedder.device,
                 "encoder_backend": getattr(self.embedder, "backend", "torch"),
-                "answerer": self.default_answerer}
+                "answerer": self.default_answerer, "reranker": self.reranker_name}
+
+    @property
+    def reranker_name(self) -> str | None:
+        """The cross-encoder the extractive answers use (the LLM's gate too), if any."""
+        reranker = getattr(self.answerers.get("extractive"), "reranker", None)
+        return getattr(reranker, "name", None)
 
     def answerer(self, name: str | None) -> Answerer:
         name = name or self.default_answerer

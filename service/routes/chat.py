@@ -54,7 +54,7 @@ def _extra(r: QAResult, answer_id: str = "") -> dict[str, Any]:
     return {
         "citations": [CitationOut.of(c).model_dump() for c in a.citations],
         "notesrag": {"answer_id": answer_id, "answerable": a.answerable, "confidence": round(a.confidence, 4), "snapshot": r.snapshot,
-                     "answerer": a.answerer, "warnings": list(a.warnings), "cached": r.cached,
+                     "answerer": a.answerer, "reranker": a.reranker, "warnings": list(a.warnings), "cached": r.cached,
                      "citation_support": a.citation_support,
                      "timings": r.timings.as_dict(), "retrieval_query": r.retrieval_query,
                      "contexts": [ContextOut.of(i, h).model_dump() for i, h in enumerate(r.hits, 1)]},

@@ -27,7 +27,7 @@ async def readyz(engine: EngineDep) -> Any:
     except NotReady as e:
         return error_response(503, "not_ready", f"no index is loaded yet: {e}", {"Retry-After": "1"})
     return {"status": "ready", "snapshot": info["version"], "index_kind": info["index_kind"],
-            "device": info["device"], "index": info}
+            "device": info["device"], "reranker": info["reranker"], "index": info}
 
 
 @router.get("/metrics", response_class=Response)

@@ -35,3 +35,4 @@ def test_quality_gate(notes_snapshot, embedder, tmp_path: Path) -> None:  # type
     metrics = evaluation.runs[0].metrics
     summary = ", ".join(f"{n} {metrics[n]:.3f}" for n in FLOORS if metrics.get(n) is not None)
     assert failures(metrics) == [], f"quality gate failed ({summary})"
+    assert metrics["answerable_abstained"] == 0  # no answerable question answered "not covered"

@@ -1,0 +1,259 @@
+"""Answer units: the pieces of a section that an answer may quote, following the notes' structure.
+
+A unit is a whole line of prose (cut into sentences only when long, and then a fragment
+such as "Lower is better." stays with the sentence before it), a bullet with all its
+sentences (a definition bullet keeps its term), a list with its lead-in line and all its
+items, a run of arrow lines (`-> Conv1 -> 64*112*112`) with the line that starts it, or a
+code block, fenced or not. A question line in the notes is answered by the unit that
+follows it. Pure functions over text and offsets: nothing here knows about models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from index.store.sentences import split_sentences
+
+# A line of prose longer than this many words is cut into sentences.
+MAX_LINE_WORDS = 45
+# A sentence of fewer words than this is a fragment: it never stands alone.
+MIN_SENTENCE_WORDS = 4
+
+_BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+(?!>)")
+_ARROW = re.compile(r"^\s*(?:->|→|=>)")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^\s*#{1,6}\s")
+_CODE = re.compile(r"^\s*(?:def |class |for |while |if |elif |else:|return\b|import |from \S+ import |"
+                   r"[A-Za-z_][\w.]*(?:\[[^\]]*\])?\s*[-+*/]?=(?!=)\s*\S)")
+# Questions that ask for several things: a list answers them with all its items.
+_LIST_QUESTION = re.compile(
+    r"\b(?:what|which) (?:are|were)\b|\bwhich \w+(?: \w+)? (?:are|were)\b|\blist\b|\bways?\b|"
+    r"\bstages?\b|\bsteps?\b|\bcomponents?\b|\bparts\b|\bkinds?\b|\btypes?\b|\bmetrics\b|"
+    r"\bmethods\b|\bapproaches\b|\boptions\b|\bstructure\b|\bname (?:the|some|all)\b|"
+    r"\bhow (?:can|do|should) (?:i|we|you)\b|\bwhat can i do\b",
+    re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """`start`/`end` are offsets in the text given to `units_of` (plus its `offset`);
+    `quote` is that span; `lead` is a question or lead-in the unit answers (context only)."""
+
+    kind: str  # prose, item, list, diagram, code, reply (what follows a question line)
+    start: int
+    end: int
+    quote: str
+    lead: str = ""
+    items: int = 1
+    whole: bool = False  # a list whose items are fragments: it answers as a whole
+    lead_line: str = ""  # a list's lead-in line, if it has one
+
+    @property
+    def text(self) -> str:
+        """The quote with its white space folded (what an answer shows)."""
+        return " ".join(self.quote.split())
+
+    def context(self, heading: str = "") -> str:
+        """What a cross-encoder reads: the section heading, the lead, the unit."""
+        return " ".join(p for p in (heading, self.lead, self.text) if p)
+
+
+_SEQUENCE_QUESTION = re.compile(
+    r"\b(?:stages?|steps|structure|architecture|pipeline|flow|shapes|layers|order)\b", re.IGNORECASE)
+
+
+def asks_for_sequence(question: str) -> bool:
+    """Whether a question asks for stages or a structure, as a diagram or code shows them."""
+    return bool(_SEQUENCE_QUESTION.search(question))
+
+
+def asks_for_several(question: str) -> bool:
+    """Whether a question asks for several things ("What are...", "ways to", "stages")."""
+    return bool(_LIST_QUESTION.search(question))
+
+
+@dataclass(slots=True)
+class _Line:
+    start: int
+    end: int
+    text: str  # stripped
+    kind: str  # blank, heading, bullet, arrow, code, fence, prose
+
+
+def _lines(text: str) -> list[_Line]:
+    out: list[_Line] = []
+    pos = 0
+    in_fence = False
+    for raw in text.split("\n"):
+        a, b = pos, pos + len(raw)
+        pos = b + 1
+        stripped = raw.strip()
+        lead = len(raw) - len(raw.lstrip())
+        a, b = a + lead, a + lead + len(stripped)
+        if _FENCE.match(raw):
+            kind, in_fence = "fence", not in_fence
+        elif in_fence:
+            kind = "code"
+        elif not stripped:
+            kind = "blank"
+        elif _HEADING.match(raw):
+            kind = "heading"
+        elif _ARROW.match(raw):
+            kind = "arrow"
+        elif _BULLET.match(raw):
+            kind = "bullet"
+        elif _CODE.match(raw):
+            kind = "code?"  # code only in a run of two or more such lines
+        else:
+            kind = "prose"
+        out.append(_Line(a, b, stripped, kind))
+    for i, ln in enumerate(out):
+        if ln.kind == "code?":
+            near = [out[j].kind for j in (i - 1, i + 1) if 0 <= j < len(out)]
+            ln.kind = "code" if any(k in ("code", "code?") for k in near) else "prose"
+    # a prose line that starts in lower case carries on the line before ("Instead of a for\n
+    # loop in one thread"; "where is a small constant" after a formula the text lost)
+    joined: list[_Line] = []
+    for ln in out:
+        prev = joined[-1] if joined else None
+        if (prev is not None and ln.kind == "prose" and ln.text[:1].islower()
+                and prev.kind in ("prose", "bullet")):
+            prev.end = ln.end
+            prev.text = text[prev.start:prev.end]
+            continue
+        joined.append(ln)
+    return joined
+
+
+def _words(s: str) -> int:
+    return len(s.split())
+
+
+def _prose(text: str, ln: _Line) -> list[tuple[int, int]]:
+    """Spans (relative to `text`) of one prose line: the line, or its sentences when long,
+    each fragment joined to its neighbour (a lead-in ending in ':' to the one after it)."""
+    if _words(ln.text) <= MAX_LINE_WORDS:
+        return [(ln.start, ln.end)]
+    spans = [(ln.start + a, ln.start + b) for a, b in split_sentences(ln.text, min_chars=1)]
+    merged: list[list[int]] = []
+    carry: int | None = None  # start of a lead-in waiting for its sentence
+    for a, b in spans:
+        s = text[a:b]
+        if carry is not None:
+            a, carry = carry, None
+        if s.endswith((":", "?")):
+            carry = a
+            continue
+        if merged and _words(s) < MIN_SENTENCE_WORDS:
+            merged[-1][1] = b
+            continue
+        merged.append([a, b])
+    if carry is not None:
+        if merged:
+            merged[-1][1] = ln.end
+        else:
+            merged.append([carry, ln.end])
+    return [(a, b) for a, b in merged]
+
+
+def units_of(text: str, offset: int = 0, heading: str = "") -> list[Unit]:
+    """The answer units of one section's `text`, in order; `heading` is the section's title
+    (a title that is a question is the lead of what opens the section)."""
+    lines = _lines(text)
+    units: list[Unit] = []
+
+    def add(kind: str, a: int, b: int, lead: str = "", items: int = 1) -> None:
+        units.append(Unit(kind, offset + a, offset + b, text[a:b], lead, items))
+
+    pending_question = heading.strip() if heading.strip().endswith("?") else ""
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.kind in ("blank", "heading"):
+            if ln.kind == "heading":
+                title = ln.text.lstrip("#").strip()
+                pending_question = title if title.endswith("?") else ""
+            i += 1
+            continue
+        if ln.kind == "fence":
+            j = i + 1
+            while j < len(lines) and lines[j].kind != "fence":
+                j += 1
+            end = lines[min(j, len(lines) - 1)].end
+            add("code", ln.start, end, pending_question)
+            pending_question = ""
+            i = j + 1
+            continue
+        if ln.kind == "code":
+            j = i
+            while j + 1 < len(lines) and lines[j + 1].kind == "code":
+                j += 1
+            add("code", ln.start, lines[j].end, pending_question)
+            pending_question = ""
+            i = j + 1
+            continue
+        # a line opening a diagram or a list: a lead-in ("Structure roughly:") and/or a
+        # short caption line ("Image (3*224*224)") before arrow lines
+        j = i
+        lead_in = ln.kind == "prose" and ln.text.endswith(":")
+        if lead_in:
+            j += 1
+        if (j < len(lines) and lines[j].kind == "prose" and j + 1 < len(lines)
+                and lines[j + 1].kind == "arrow" and _words(lines[j].text) <= 8):
+            j += 1
+        if j < len(lines) and lines[j].kind == "arrow":
+            k = j
+            while k + 1 < len(lines) and lines[k + 1].kind == "arrow":
+                k += 1
+            add("diagram", ln.start, lines[k].end, pending_question, k - j + 1)
+            pending_question = ""
+            i = k + 1
+            continue
+        # any prose line right before bullets leads them in ("GBDT: builds trees ...")
+        lead_in = lead_in or (ln.kind == "prose" and i + 1 < len(lines) and lines[i + 1].kind == "bullet")
+        j = i + 1 if lead_in else i
+        if j < len(lines) and lines[j].kind == "bullet":
+            k = j
+            while k + 1 < len(lines) and lines[k + 1].kind == "bullet":
+                k += 1
+            lead = ln.text if lead_in else pending_question
+            if lead_in and not ln.text.endswith(":") and _words(ln.text) >= MIN_SENTENCE_WORDS:
+                add("prose", ln.start, ln.end, pending_question)  # a sentence of its own, too
+            fragments = False
+            for m in range(j, k + 1):
+                marker = _BULLET.match(text[lines[m].start:lines[m].end])
+                a = lines[m].start + (marker.end() if marker else 0)
+                if _words(text[a:lines[m].end]) < MIN_SENTENCE_WORDS:
+                    fragments = True  # "- Masked Language Model (MLM)": only with its list
+                    continue
+                add("item", a, lines[m].end, lead)
+            if k > j or lead_in or fragments:
+                units.append(Unit("list", offset + ln.start, offset + lines[k].end,
+                                  text[ln.start:lines[k].end], pending_question, k - j + 1,
+                                  whole=fragments, lead_line=ln.text if lead_in else ""))
+            pending_question = ""
+            i = k + 1
+            continue
+        if ln.kind in ("bullet", "arrow"):  # a lone bullet, or arrows that open the text
+            add("item", ln.start, ln.end, pending_question)
+            pending_question = ""
+            i += 1
+            continue
+        if ln.text.endswith("?") and _words(ln.text) <= MAX_LINE_WORDS:
+            # a question line: answered by what follows (the next line's units take it as lead)
+            pending_question = ln.text
+            i += 1
+            continue
+        if ((ln.text.endswith(":") or _words(ln.text) < MIN_SENTENCE_WORDS)
+                and i + 1 < len(lines) and lines[i + 1].kind == "prose"):
+            # a fragment line ("Example:") is never an answer alone: it carries the next line
+            add("prose", ln.start, lines[i + 1].end, pending_question)
+            pending_question = ""
+            i += 2
+            continue
+        for a, b in _prose(text, ln):
+            add("prose", a, b, pending_question)
+            pending_question = ""
+        i += 1
+    return units

@@ -1,0 +1,37 @@
+"""Which cross-encoder ran: /readyz and each answer say it; a damaged model stops the start."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from index.models.reranker import PACKAGED_NAME, RerankerError, packaged_dir
+from service.app import build_engine
+from service.metrics import Metrics
+
+from .conftest import make_settings
+
+
+async def test_readyz_and_answers_name_the_reranker(api: httpx.AsyncClient) -> None:
+    ready = (await api.get("/readyz")).json()
+    assert ready["reranker"] == PACKAGED_NAME
+    body = (await api.post("/v1/ask", json={"question": "Which GAN metric is lower-is-better?"})).json()
+    assert body["reranker"] == PACKAGED_NAME
+    assert body["answerable"] is True and 0.0 < body["confidence"] <= 1.0
+    assert body["answer"].startswith("FID (Fréchet Inception Distance)")
+
+
+def test_a_damaged_reranker_fails_the_start_naming_its_file(tmp_path: Path) -> None:
+    src = packaged_dir()
+    assert src is not None
+    folder = tmp_path / "reranker"
+    shutil.copytree(src, folder)
+    (folder / "model.onnx").write_bytes(b"\x00" * 64)
+    settings = make_settings(tmp_path / "index", reranker=str(folder))
+    with pytest.raises(RerankerError, match=re.escape(str(folder / "model.onnx"))):
+        build_engine(settings, Metrics())
+    assert build_engine(make_settings(tmp_path / "index", reranker="none"), Metrics()).reranker is None

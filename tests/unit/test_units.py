@@ -1,0 +1,123 @@
+"""Answer units on small hand-made Markdown: they follow the notes' structure."""
+
+from __future__ import annotations
+
+from index.answer.units import Unit, asks_for_several, units_of
+
+METRICS = """\
+- FID (Fréchet Inception Distance): measures distribution similarity. Lower is better.
+- PSNR (Peak Signal-to-Noise Ratio): focuses on pixel-level difference. Higher is better.
+"""
+
+NET = """\
+Residual Network with 50 layers, used for classification.
+Structure roughly:
+Image (3*224*224)
+-> Conv1 -> 64*112*112
+-> Conv2 -> 256*56*56
+-> FNN + Softmax -> 1000 classes
+"""
+
+CODE = """\
+The optimizer in numpy:
+```python
+def step(p, g):
+    return p - 0.1 * g
+```
+Then it repeats.
+"""
+
+QUESTION = """\
+Why can't Zero in half-precision update parameters directly?
+Because gradient updates need high precision. Otherwise, small gradients may vanish.
+"""
+
+
+def kinds(units: list[Unit]) -> list[tuple[str, str]]:
+    return [(u.kind, u.text) for u in units]
+
+
+def test_a_definition_bullet_keeps_its_term_and_its_fragment() -> None:
+    units = units_of(METRICS, heading="Common Metrics")
+    items = [u for u in units if u.kind == "item"]
+    assert [u.text for u in items] == [
+        "FID (Fréchet Inception Distance): measures distribution similarity. Lower is better.",
+        "PSNR (Peak Signal-to-Noise Ratio): focuses on pixel-level difference. Higher is better."]
+    # no unit is the fragment alone
+    assert not any(u.text in ("Lower is better.", "Higher is better.") for u in units)
+    (whole,) = [u for u in units if u.kind == "list"]
+    assert whole.items == 2 and whole.text.startswith("- FID") and whole.text.endswith("Higher is better.")
+    assert "Common Metrics" in whole.context("Common Metrics")
+
+
+def test_a_list_keeps_its_lead_in_and_all_items() -> None:
+    text = "BERT typically uses two loss components:\n- Masked Language Model (MLM)\n- Next Sentence Prediction (NSP)\nGPT differs."
+    (lst,) = [u for u in units_of(text) if u.kind == "list"]
+    assert lst.text == ("BERT typically uses two loss components: - Masked Language Model (MLM) "
+                        "- Next Sentence Prediction (NSP)")
+    assert lst.lead_line == "BERT typically uses two loss components:"
+    items = [u for u in units_of(text) if u.kind == "item"]
+    assert all(u.lead == "BERT typically uses two loss components:" for u in items)
+    # items of two words are fragments: only the whole list carries them
+    short = "Inside a block:\n- Multi-head attention\n- Layer Normalization\n"
+    units = units_of(short)
+    assert kinds(units) == [("list", "Inside a block: - Multi-head attention - Layer Normalization")]
+    assert units[0].whole
+
+
+def test_arrow_lines_are_one_unit_with_their_lead_in_in_order() -> None:
+    units = units_of(NET)
+    assert kinds(units) == [
+        ("prose", "Residual Network with 50 layers, used for classification."),
+        ("diagram", "Structure roughly: Image (3*224*224) -> Conv1 -> 64*112*112 "
+                    "-> Conv2 -> 256*56*56 -> FNN + Softmax -> 1000 classes"),
+    ]
+    assert units[1].items == 3
+    assert NET[units[1].start:units[1].end] == units[1].quote  # offsets into the text
+
+
+def test_a_code_block_is_kept_whole() -> None:
+    units = units_of(CODE, offset=100)
+    assert [u.kind for u in units] == ["prose", "code", "prose"]
+    code = units[1]
+    assert code.quote == "```python\ndef step(p, g):\n    return p - 0.1 * g\n```"
+    assert CODE[code.start - 100:code.end - 100] == code.quote
+    assert units[0].text == "The optimizer in numpy:"
+    # unfenced code lines (as the notes' Adam) form one block too, a lone assignment does not
+    bare = "Adam:\nm = np.zeros_like(params)\nfor t in range(3):\nreturn params\nThat is all of it."
+    assert [u.kind for u in units_of(bare)] == ["prose", "code", "prose"]
+    assert [u.kind for u in units_of("This is a first line.\nN = 1 is where it starts.")] == ["prose", "prose"]
+
+
+def test_a_question_line_is_answered_by_what_follows() -> None:
+    (u,) = units_of(QUESTION)
+    assert u.text == "Because gradient updates need high precision. Otherwise, small gradients may vanish."
+    assert u.lead.startswith("Why can't Zero")
+    assert u.context().startswith("Why can't Zero")
+    # a heading that is a question leads the list under it
+    units = units_of("- Use dropout\n- Use early stopping, etc.\n", heading="How to reduce overfitting?")
+    assert all(u.lead == "How to reduce overfitting?" for u in units)
+
+
+def test_fragments_never_stand_alone() -> None:
+    text = "Example:\nSample 1 has label 1 and prediction 0.9.\nLower is better.\nwhere k is a small constant."
+    units = units_of(text)
+    assert kinds(units) == [("prose", "Example: Sample 1 has label 1 and prediction 0.9."),
+                            ("prose", "Lower is better. where k is a small constant.")]
+    # in a long line the short sentence stays with the one before it
+    long = ("FID measures the distance between two distributions of features of an inception "
+            "network, computed on generated images and on real images of the same domain, "
+            "by their means and covariances, and so it says how close they are. Lower is better. "
+            "It needs many samples to be stable and is biased for small sets of images.")
+    texts = [u.text for u in units_of(long)]
+    assert len(texts) == 2 and texts[0].endswith("how close they are. Lower is better.")
+
+
+def test_questions_that_ask_for_several_things() -> None:
+    for q in ("What are the common GAN metrics?", "What are the stages of ResNet50?",
+              "Which components are in a block?", "What are two ways to regularize?",
+              "How do I reduce overfitting?"):
+        assert asks_for_several(q), q
+    for q in ("What is Huber loss?", "Which GAN metric is lower-is-better?",
+              "Which dimensions does batch normalization normalize over?"):
+        assert not asks_for_several(q), q
