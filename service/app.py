@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_threads(settings)
         engine = build_engine(settings, metrics)
-        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics)
+        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics, settings.corpus_root)
         app.state.engine, app.state.jobs = engine, jobs
         await engine.start()
         jobs.start()

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from index import IngestError, IngestReport, SnapshotError, ingest
 from index.config import IndexConfig
-from index.ingestion.documents import discover, is_utf8
+from index.ingestion.documents import is_utf8
 from service import logs
 from service.engine import QAEngine
 from service.errors import ApiError
@@ -42,11 +42,13 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
-    """The resolved paths to ingest; ApiError 403 for anything that leads outside `root`.
+    """The resolved paths to ingest; ApiError 403 for a path that leads outside `root`.
 
-    Symlinks are followed before the check, including those found inside a folder,
-    since ingestion follows them too. A missing path inside the root is a 404; a
-    missing path outside it is a 403, so nothing is learnt about what exists there.
+    Only the named paths are checked here, to answer at once; the job checks again when it
+    runs, and confines every file it opens to the root then (links inside a folder that lead
+    out are skipped with a reason, as `notesrag ingest` skips them). A missing path inside the
+    root is a 404; a path outside it is a 403 with one message whether it exists or not, so
+    nothing is learnt about what exists there.
     """
     try:
         root = root.resolve(strict=True)
@@ -60,26 +62,17 @@ def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
             raise ApiError(422, "invalid_path", "paths must be valid Unicode text (no lone surrogates)")
         given = Path(raw)
         candidate = given if given.is_absolute() else root / given
+        outside = ApiError(403, "path_outside_root", f"{raw!r} is outside the corpus root")
         try:
             resolved = candidate.resolve(strict=True)
         except (FileNotFoundError, NotADirectoryError):
             if not _inside(Path(*_normalise(candidate)), root):
-                raise ApiError(403, "path_outside_root", f"{raw!r} is outside the corpus root") from None
+                raise outside from None
             raise ApiError(404, "path_not_found", f"no such file or folder in the corpus root: {raw!r}") from None
         except (RuntimeError, OSError):  # a symlink loop, a name too long
             raise ApiError(403, "path_outside_root", f"{raw!r} cannot be resolved inside the corpus root") from None
         if not _inside(resolved, root):
-            raise ApiError(403, "path_outside_root", f"{raw!r} resolves outside the corpus root")
-        if resolved.is_dir():
-            for f in discover([candidate]):
-                try:
-                    target = f.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    continue  # ingestion skips it and reports why
-                if not _inside(target, root):
-                    shown = f.relative_to(candidate) if f.is_relative_to(candidate) else f.name
-                    raise ApiError(403, "path_outside_root",
-                                   f"{raw!r} holds {str(shown)!r}, a link that resolves outside the corpus root")
+            raise outside
         out.append(resolved)
     return out
 
@@ -270,8 +263,10 @@ def _show(p: Path, root: Path | None) -> str:
 class IngestJobs:
     """Runs ingest jobs one after the other in the app's event loop (work happens in threads)."""
 
-    def __init__(self, engine: QAEngine, index_dir: Path, config: IndexConfig, metrics: Metrics) -> None:
+    def __init__(self, engine: QAEngine, index_dir: Path, config: IndexConfig, metrics: Metrics,
+                 corpus_root: Path | None = None) -> None:
         self.engine = engine
+        self.corpus_root = corpus_root  # every file a job reads must lie inside it
         self.index_dir = index_dir
         self.config = config
         self.metrics = metrics
@@ -340,7 +335,8 @@ class IngestJobs:
             if self.engine.embedder is None:
                 raise IngestError("the embedding model is still loading; try again shortly")
             report = await ingest(job.paths, self.index_dir, self.config, embedder=self.engine.embedder,
-                                  strict=job.strict, rebuild=job.rebuild, on_progress=on_progress)
+                                  strict=job.strict, rebuild=job.rebuild, on_progress=on_progress,
+                                  confine=self.corpus_root)
             job.report = report
             # swap before saying "succeeded": a client that sees it is served the new snapshot
             with contextlib.suppress(Exception):  # (a failed load: the watcher tries again)

@@ -31,6 +31,7 @@ from index.config import IndexConfig
 from index.ingestion.chunking import Chunker
 from index.ingestion.documents import (
     MAX_RUN,
+    OUTSIDE,
     SkipFile,
     SourceFile,
     discover,
@@ -180,30 +181,41 @@ async def ingest(
     rebuild: bool = False,
     progress: bool = False,
     on_progress: Callable[[IngestReport], None] | None = None,
+    confine: str | Path | None = None,
 ) -> IngestReport:
     """Ingest `paths` into the snapshot in `index_dir` and return what was done.
 
+    With `confine` (a server's corpus root), nothing outside that folder is read: the paths
+    are resolved again here, each file opened is checked after links are followed, and
+    whatever the old snapshot holds from outside it leaves the index.
+
     Raises FileNotFoundError for a missing path, IngestError for a bad file under
-    `strict`, SnapshotMismatchError when the existing snapshot was built with
-    another embedder (unless `rebuild`).
+    `strict` or a path that leads outside `confine`, SnapshotMismatchError when the
+    existing snapshot was built with another embedder (unless `rebuild`).
     """
     config = config or IndexConfig()
-    roots = checked_roots(paths)
+    fence = Path(confine).resolve(strict=True) if confine is not None else None
+    checked_roots(paths, fence)  # fail at once, before the model loads
     emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model,
                                                                          config.device)
     index_dir = Path(index_dir)
-    return await run_locked(index_dir, lambda: _Run(roots, index_dir, config, emb, strict, rebuild,
-                                                    progress, on_progress))
+    # the roots are resolved again once the lock is held: a job may wait for it, and a link
+    # swapped in meanwhile must not take the run outside `confine`
+    return await run_locked(index_dir, lambda: _Run(checked_roots(paths, fence), index_dir, config, emb,
+                                                    strict, rebuild, progress, on_progress, fence))
 
 
-def checked_roots(paths: Sequence[str | Path]) -> list[Path]:
-    """The resolved paths to ingest; FileNotFoundError names the first that does not exist."""
+def checked_roots(paths: Sequence[str | Path], confine: Path | None = None) -> list[Path]:
+    """The resolved paths to ingest; FileNotFoundError names the first that does not exist,
+    IngestError the first that resolves outside `confine` (resolved) when one is given."""
     roots = [Path(p).resolve() for p in paths]
     if not roots:
         raise ValueError("no paths to ingest")
-    for r in roots:
+    for given, r in zip(paths, roots, strict=True):
         if not r.exists():
             raise FileNotFoundError(f"no such file or directory: {r}")
+        if confine is not None and not _under(r, confine):
+            raise IngestError(f"{given} resolves outside the corpus root")
     return roots
 
 
@@ -222,8 +234,9 @@ class _Run:
 
     def __init__(self, roots: list[Path], index_dir: Path, config: IndexConfig, embedder: Embedder,
                  strict: bool, rebuild: bool, progress: bool,
-                 on_progress: Callable[[IngestReport], None] | None) -> None:
+                 on_progress: Callable[[IngestReport], None] | None, confine: Path | None = None) -> None:
         self.roots, self.index_dir, self.config, self.embedder = roots, index_dir, config, embedder
+        self.confine = confine
         self.strict, self.rebuild, self.progress, self.on_progress = strict, rebuild, progress, on_progress
         self.report = IngestReport()
         self.tree = NodeTree()
@@ -311,9 +324,10 @@ class _Run:
                 self._skip(str(item.absolute()), "a symbolic link that leads outside the ingested folders")
                 continue
             try:
-                src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes)
+                src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes, self.confine)
             except SkipFile as e:
-                self._skip(key, str(e))
+                # named by the link, never by where it leads outside
+                self._skip(str(item.absolute()) if str(e) == OUTSIDE else key, str(e))
                 continue
             old_entry = self.old.manifest.files.get(src.path) if self.old else None
             if old_entry is not None and old_entry.sha256 == src.sha256:
@@ -425,10 +439,16 @@ class _Run:
         self.files.setdefault(source, self.old.manifest.files[source])
 
     def _carry_outside_roots(self) -> None:
-        """Files of the old snapshot outside the ingested roots stay; those inside and gone leave."""
+        """Files of the old snapshot outside the ingested roots stay; those inside and gone leave,
+        and so does everything from outside `confine` (an older snapshot may hold such files)."""
         if self.old is None:
             return
         for source in self.old.manifest.files:
+            if self.confine is not None and not _under(Path(source), self.confine):
+                self.tree.remove_source(source)  # carried by a skip of the same name, if any
+                self.files.pop(source, None)
+                self.report.files_removed += 1
+                continue
             if source in self.files:
                 continue
             if any(_under(Path(source), r) for r in self.roots) and source not in self.report.skipped:
