@@ -17,10 +17,11 @@ from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
 from service.engine import QAEngine
+from service.hosts import HostCheckMiddleware, allowed_hosts
 from service.jobs import IngestJobs
 from service.metrics import Metrics
 from service.routes import ask, chat, health, ingest, search, widget
-from service.settings import Settings, get_settings
+from service.settings import Settings, SettingsError, get_settings
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.auth_failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failure_burst)
     errors.install(app)
     for module in (ask, chat, search, ingest, health, widget):
         app.include_router(module.router)
@@ -105,13 +107,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Cache-Control"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    hosts = allowed_hosts(settings)
+    if hosts is not None:
+        app.add_middleware(HostCheckMiddleware, hosts=hosts)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 
 
 def app_from_env() -> FastAPI:
     """The factory uvicorn workers import (`service.app:app_from_env`)."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as e:  # one line per problem, and no traceback that shows the values
+        raise SystemExit(str(e)) from None
     logs.configure(settings.log_level, settings.log_json)
     return create_app(settings)
 
