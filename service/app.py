@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_threads(settings)
         engine = build_engine(settings, metrics)
-        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics, settings.corpus_root)
+        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics, settings.corpus_root,
+                         settings.ingest_max_leaves or None)
         app.state.engine, app.state.jobs = engine, jobs
         await engine.start()
         jobs.start()
@@ -171,10 +172,18 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")
+        if length is not None and _header(scope, b"transfer-encoding") is not None:
+            # RFC 9112 6.1: a request with both is a smuggling attempt or a broken proxy
+            await _send_error(send, 400, "bad_request", "a request must not have both Content-Length "
+                                                        "and Transfer-Encoding", close=True)
+            return
+        if scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
         if length is not None:
             if not length.isdigit():
                 await _send_error(send, 400, "bad_request", "invalid Content-Length")
@@ -214,8 +223,8 @@ class BodyLimitMiddleware:
                           f"the request body is larger than the limit of {self.max_bytes} bytes")
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    response = errors.error_response(status, code, message)
+async def _send_error(send: Send, status: int, code: str, message: str, close: bool = False) -> None:
+    response = errors.error_response(status, code, message, {"Connection": "close"} if close else None)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     milvus_collection: str | None = None  # None: notesrag_<index dir name>_<8 hex>
     milvus_index_type: Literal["FLAT", "HNSW"] = "FLAT"
     max_file_bytes: int = MAX_FILE_BYTES
+    # chunks one POST /v1/ingest job may embed (a review saw one 15 MB file hold the worker for tens of minutes);
+    # past it the job fails before embedding and the snapshot stays. 0: no budget
+    ingest_max_leaves: int = Field(default=50_000, ge=0)
     merge_threshold: float = Field(default=0.5, gt=0, le=1)
 
     # serving

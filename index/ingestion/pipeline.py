@@ -66,6 +66,10 @@ class IngestError(Exception):
     """Ingestion stopped; the previous snapshot is untouched."""
 
 
+class IngestCancelled(IngestError):
+    """`should_stop` said so; the previous snapshot is untouched."""
+
+
 @dataclass
 class IngestReport:
     files_seen: int = 0
@@ -74,6 +78,7 @@ class IngestReport:
     files_unchanged: int = 0
     files_removed: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)  # ingested with parts left out, and why
     nodes: int = 0
     leaves: int = 0
     leaves_embedded: int = 0
@@ -182,12 +187,18 @@ async def ingest(
     progress: bool = False,
     on_progress: Callable[[IngestReport], None] | None = None,
     confine: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    max_leaves: int | None = None,
 ) -> IngestReport:
     """Ingest `paths` into the snapshot in `index_dir` and return what was done.
 
     With `confine` (a server's corpus root), nothing outside that folder is read: the paths
     are resolved again here, each file opened is checked after links are followed, and
     whatever the old snapshot holds from outside it leaves the index.
+
+    `should_stop` is asked before each file and each batch: when it answers true the run
+    stops with IngestCancelled. `max_leaves` bounds the chunks one run may embed (IngestError
+    past it, before they are embedded).
 
     Raises FileNotFoundError for a missing path, IngestError for a bad file under
     `strict` or a path that leads outside `confine`, SnapshotMismatchError when the
@@ -201,8 +212,13 @@ async def ingest(
     index_dir = Path(index_dir)
     # the roots are resolved again once the lock is held: a job may wait for it, and a link
     # swapped in meanwhile must not take the run outside `confine`
-    return await run_locked(index_dir, lambda: _Run(checked_roots(paths, fence), index_dir, config, emb,
-                                                    strict, rebuild, progress, on_progress, fence))
+    def make_run() -> _Run:
+        run = _Run(checked_roots(paths, fence), index_dir, config, emb, strict, rebuild, progress, on_progress,
+                   fence)
+        run.should_stop, run.max_leaves = should_stop, max_leaves
+        return run
+
+    return await run_locked(index_dir, make_run)
 
 
 def checked_roots(paths: Sequence[str | Path], confine: Path | None = None) -> list[Path]:
@@ -237,6 +253,9 @@ class _Run:
                  on_progress: Callable[[IngestReport], None] | None, confine: Path | None = None) -> None:
         self.roots, self.index_dir, self.config, self.embedder = roots, index_dir, config, embedder
         self.confine = confine
+        self.should_stop: Callable[[], bool] | None = None
+        self.max_leaves: int | None = None
+        self._to_embed = 0
         self.strict, self.rebuild, self.progress, self.on_progress = strict, rebuild, progress, on_progress
         self.report = IngestReport()
         self.tree = NodeTree()
@@ -347,10 +366,13 @@ class _Run:
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, SourceFile)
             src = item
+            self._check_stop()
             secs, cut = drop_long_runs(sections(src))
             if cut:
-                log.warning("%s: left out %d run(s) of over %d characters without whitespace "
-                            "(encoded or minified data)", src.path, cut, MAX_RUN)
+                reason = (f"left out {cut} run(s) of over {MAX_RUN} characters without whitespace "
+                          "(encoded or minified data)")
+                log.warning("%s: %s", src.path, reason)
+                self.report.partial[src.path] = reason
             nodes = await self._in(self._parse_pool, self.chunker.chunk, src, secs)
             self.tree.add(nodes)
             self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes))
@@ -360,6 +382,10 @@ class _Run:
                     self.report.leaves_reused += 1
                     continue
                 batch.append(leaf)
+                self._to_embed += 1
+                if self.max_leaves is not None and self._to_embed > self.max_leaves:
+                    raise IngestError(f"over the budget of {self.max_leaves} chunks to embed in one ingest "
+                                      f"(at {src.path}); nothing was written")
                 if len(batch) >= self.batch_size:
                     await out.put(batch)
                     batch = []
@@ -371,9 +397,14 @@ class _Run:
     async def _embed_stage(self, inp: asyncio.Queue[object]) -> None:
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, list)
+            self._check_stop()
             await self._in(self._embed_pool, self._embed_batch, item)
             self.report.leaves_embedded += len(item)
             self._tick()
+
+    def _check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise IngestCancelled("cancelled; the previous snapshot stays")
 
     # -- work done in threads ------------------------------------------------------------
     @staticmethod

@@ -315,3 +315,29 @@ def test_start_up_errors_name_the_setting_never_the_secret(tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: invalid setting settings: llm_base_url must start with http:// or https://"), proc.stderr
+
+
+# -- requests that must be refused, not read generously ---------------------------------------
+
+def test_ambiguous_framing_long_paths_and_loose_types_are_refused(wire_server: ServerThread) -> None:
+    body = b'{"question": "What is Huber loss?"}'
+    smuggle = (b"POST /v1/ask HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + QUERY_KEY.encode() +
+               b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+               b"\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}".encode() + b"\r\n" + body +
+               b"\r\n0\r\n\r\n")
+    s = stalled(wire_server.port, smuggle)
+    closed, sent = closed_within(s, 15)
+    s.close()
+    assert sent.startswith(b"HTTP/1.1 400 ") and b"both Content-Length and Transfer-Encoding" in sent, sent
+    assert closed  # and the connection is not reused
+    with httpx.Client(base_url=wire_server.url, headers=auth(QUERY_KEY), timeout=30) as c:
+        r = c.get("/" + "a" * 10_000)
+        assert r.status_code == 404 and len(r.content) < 400, len(r.content)
+        assert r.json()["error"]["message"].endswith("... (10001 characters)")
+        for bad in (True, "5", 5.5):
+            r = c.post("/v1/ask", json={"question": "What is Huber loss?", "top_k": bad})
+            assert r.status_code == 422 and "top_k" in r.text, (bad, r.text)
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Huber?"}],
+                                                  "top_k": True})
+        assert r.status_code == 422, r.text
+        assert c.post("/v1/ask", json={"question": "What is Huber loss?", "top_k": 3}).status_code == 200

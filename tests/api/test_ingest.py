@@ -186,3 +186,55 @@ async def test_jobs_run_one_at_a_time(swap_app: FastAPI) -> None:
         assert a["status"] == b["status"] == "succeeded"
         assert b["started_at"] >= a["finished_at"]
         assert a["progress"]["leaves_embedded"] > 0 and b["progress"]["files_unchanged"] == 1
+
+
+async def test_a_job_is_cancelled_at_its_next_batch_and_the_old_snapshot_stays(
+        swap_app: FastAPI, corpus: tuple[Path, Path]) -> None:
+    _, index_dir = corpus
+    async with client(swap_app, **auth(ADMIN_KEY)) as c:
+        before = (await c.get("/readyz")).json()["snapshot"]
+        running = (await c.post("/v1/ingest", json={"paths": ["."], "rebuild": True})).json()
+        queued = (await c.post("/v1/ingest", json={"paths": ["02-nlp.md"]})).json()
+        # the queued one at once, before it starts
+        r = await c.delete(f"/v1/ingest/{queued['id']}")
+        assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+        await wait_until(lambda: swap_app.state.jobs.get(running["id"]).status == "running", what="the job to run")
+        r = await c.delete(f"/v1/ingest/{running['id']}")
+        assert r.status_code == 202 and r.json()["cancel_requested"] is True, r.text
+        await wait_until(lambda: swap_app.state.jobs.get(running["id"]).finished, timeout=120, what="the cancel")
+        job = (await c.get(f"/v1/ingest/{running['id']}")).json()
+        assert job["status"] == "cancelled" and "previous snapshot" in job["error"], job
+        assert (await c.get(f"/v1/ingest/{queued['id']}")).json()["started_at"] is None
+        assert (await c.get("/readyz")).json()["snapshot"] == before
+        assert (index_dir / "CURRENT").read_text().strip() == before
+        assert (await c.delete(f"/v1/ingest/{running['id']}")).status_code == 409
+        assert (await c.delete("/v1/ingest/nope")).status_code == 404
+        async with client(swap_app, **auth()) as q:  # a query key may not cancel
+            assert (await q.delete(f"/v1/ingest/{running['id']}")).status_code == 403
+
+
+async def test_a_job_over_its_chunk_budget_fails_before_embedding(corpus: tuple[Path, Path]) -> None:
+    root, index_dir = corpus
+    async with running(create_app(make_settings(index_dir, corpus_root=root, ingest_max_leaves=5))) as app, \
+            client(app, **auth(ADMIN_KEY)) as c:
+        before = (await c.get("/readyz")).json()["snapshot"]
+        job = await run_job(c, {"paths": ["."], "rebuild": True})
+        assert job["status"] == "failed" and "over the budget of 5 chunks" in job["error"], job
+        assert job["progress"]["leaves_embedded"] == 0
+        assert (await c.get("/readyz")).json()["snapshot"] == before
+
+
+async def test_every_skip_and_every_cut_is_listed_in_the_job(swap_app: FastAPI, corpus: tuple[Path, Path]) -> None:
+    root, _ = corpus
+    os.mkfifo(root / "pipe.md")
+    (root / "blob.md").write_text("# Blob\n\nAn inlined image follows.\n\n" + "QUJD" * 400 + "\n\nAfter it.\n")
+    (root / "empty.md").write_text("")
+    async with client(swap_app, **auth(ADMIN_KEY)) as c:
+        job = await run_job(c, {"paths": ["."]})
+    assert job["status"] == "succeeded", job
+    reasons = {Path(p).name: r for p, r in job["errors"].items()}
+    assert reasons == {
+        "pipe.md": "not a regular file (a FIFO, socket or device)",
+        "empty.md": "empty file",
+        "blob.md": "left out 1 run(s) of over 1000 characters without whitespace (encoded or minified data)",
+    }
