@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import time
@@ -191,19 +192,25 @@ async def test_jobs_run_one_at_a_time(swap_app: FastAPI) -> None:
 async def test_a_job_is_cancelled_at_its_next_batch_and_the_old_snapshot_stays(
         swap_app: FastAPI, corpus: tuple[Path, Path]) -> None:
     _, index_dir = corpus
+    jobs = swap_app.state.jobs
     async with client(swap_app, **auth(ADMIN_KEY)) as c:
         before = (await c.get("/readyz")).json()["snapshot"]
-        running = (await c.post("/v1/ingest", json={"paths": ["."], "rebuild": True})).json()
-        queued = (await c.post("/v1/ingest", json={"paths": ["02-nlp.md"]})).json()
-        # the queued one at once, before it starts
-        r = await c.delete(f"/v1/ingest/{queued['id']}")
-        assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
-        await wait_until(lambda: swap_app.state.jobs.get(running["id"]).status == "running", what="the job to run")
-        r = await c.delete(f"/v1/ingest/{running['id']}")
-        assert r.status_code == 202 and r.json()["cancel_requested"] is True, r.text
-        await wait_until(lambda: swap_app.state.jobs.get(running["id"]).finished, timeout=120, what="the cancel")
+        # another writer holds the index, so the running job waits for it and cannot finish first
+        with open(index_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            running = (await c.post("/v1/ingest", json={"paths": ["."], "rebuild": True})).json()
+            queued = (await c.post("/v1/ingest", json={"paths": ["02-nlp.md"]})).json()
+            # the queued one at once, before it starts
+            r = await c.delete(f"/v1/ingest/{queued['id']}")
+            assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+            await wait_until(lambda: jobs.get(running["id"]).status == "running", what="the job to run")
+            r = await c.delete(f"/v1/ingest/{running['id']}")
+            assert r.status_code == 202 and r.json()["cancel_requested"] is True, r.text
+            assert r.json()["status"] == "running"
+        await wait_until(lambda: jobs.get(running["id"]).finished, timeout=120, what="the cancel")
         job = (await c.get(f"/v1/ingest/{running['id']}")).json()
         assert job["status"] == "cancelled" and "previous snapshot" in job["error"], job
+        assert job["progress"]["leaves_embedded"] == 0
         assert (await c.get(f"/v1/ingest/{queued['id']}")).json()["started_at"] is None
         assert (await c.get("/readyz")).json()["snapshot"] == before
         assert (index_dir / "CURRENT").read_text().strip() == before
