@@ -36,4 +36,4 @@ USER notesrag
 VOLUME ["/var/lib/notesrag/index"]
 EXPOSE 8000
 
-CMD ["uvicorn", "service.app:app_from_env", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+CMD ["notesrag", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -9,7 +9,7 @@ Plain Python, no web or CLI framework, usable from a notebook::
 """
 
 from index.config import IndexConfig
-from index.ingestion.pipeline import IngestError, IngestReport, ingest, ingest_sync
+from index.ingestion.pipeline import IngestCancelled, IngestError, IngestReport, ingest, ingest_sync
 from index.models.embedder import Embedder, get_embedder
 from index.search.retriever import MODES, Hit, Retriever
 from index.store.snapshot import (
@@ -23,7 +23,7 @@ from index.store.snapshot import (
 from index.store.tree import Node, NodeTree
 
 __all__ = [
-    "MODES", "Embedder", "Hit", "IndexConfig", "IngestError", "IngestReport", "Node", "NodeTree",
+    "MODES", "Embedder", "Hit", "IndexConfig", "IngestCancelled", "IngestError", "IngestReport", "Node", "NodeTree",
     "Retriever", "Snapshot", "SnapshotError", "SnapshotMismatchError", "SnapshotNotFound",
     "current_path", "get_embedder", "ingest", "ingest_sync", "load_snapshot",
 ]

@@ -23,11 +23,12 @@ from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
 from service.engine import QAEngine
 from service.feedback import FeedbackStore
+from service.hosts import HostCheckMiddleware, allowed_hosts
 from service.jobs import IngestJobs
 from service.mcp_server import build_mcp, http_endpoint, session_manager_running
 from service.metrics import Metrics
 from service.routes import ask, chat, documents, feedback, health, ingest, search, widget
-from service.settings import Settings, get_settings
+from service.settings import Settings, SettingsError, get_settings
 from service.watcher import CorpusWatcher
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await llm.start()
         app.state.llm_server = llm
         engine = build_engine(settings, metrics, llm)
-        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics)
+        jobs = IngestJobs(engine, settings.index_dir, settings.index_config(), metrics, settings.corpus_root,
+                          settings.ingest_max_leaves or None)
         app.state.engine, app.state.jobs = engine, jobs
         app.state.feedback = open_feedback(settings)
         await engine.start()
@@ -148,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.feedback = None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.auth_failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failure_burst)
     errors.install(app)
     mcp = build_mcp(lambda: app.state.engine, lambda: app.state.feedback, settings)
     app.router.routes.append(Route("/mcp", http_endpoint(mcp, settings)))  # MCP over streamable HTTP
@@ -160,13 +163,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Cache-Control"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+    hosts = allowed_hosts(settings)
+    if hosts is not None:
+        app.add_middleware(HostCheckMiddleware, hosts=hosts)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 
 
 def app_from_env() -> FastAPI:
     """The factory uvicorn workers import (`service.app:app_from_env`)."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as e:  # one line per problem, and no traceback that shows the values
+        raise SystemExit(str(e)) from None
     logs.configure(settings.log_level, settings.log_json)
     return create_app(settings)
 
@@ -218,10 +227,18 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")
+        if length is not None and _header(scope, b"transfer-encoding") is not None:
+            # RFC 9112 6.1: a request with both is a smuggling attempt or a broken proxy
+            await _send_error(send, 400, "bad_request", "a request must not have both Content-Length "
+                                                        "and Transfer-Encoding", close=True)
+            return
+        if scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
         if length is not None:
             if not length.isdigit():
                 await _send_error(send, 400, "bad_request", "invalid Content-Length")
@@ -261,8 +278,8 @@ class BodyLimitMiddleware:
                           f"the request body is larger than the limit of {self.max_bytes} bytes")
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    response = errors.error_response(status, code, message)
+async def _send_error(send: Send, status: int, code: str, message: str, close: bool = False) -> None:
+    response = errors.error_response(status, code, message, {"Connection": "close"} if close else None)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
 

@@ -307,7 +307,13 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("NOTESRAG_LOG_LEVEL", "WARNING"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    app()
+    from service.settings import SettingsError
+
+    try:
+        app()
+    except SettingsError as e:  # one line per problem; a traceback would show the values
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

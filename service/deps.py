@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service import logs
 from service.engine import QAEngine
 from service.errors import ApiError
 from service.feedback import FeedbackStore
@@ -61,6 +62,15 @@ class RateLimiter:
         self._buckets[caller] = (tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def wait(self, caller: str, now: float | None = None) -> float:
+        """What `check` would answer, without taking a token: 0 when one is there."""
+        if not self.enabled or caller not in self._buckets:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets[caller]
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def _prune(self, now: float) -> None:
         if len(self._buckets) > self.MAX_CALLERS:  # forget callers whose bucket has refilled
             full = self.burst / self.rate
@@ -93,10 +103,28 @@ def authenticate(request: Request, settings: Settings) -> Principal:
     return Principal(key_id(token), found)
 
 
+def authenticate_throttled(request: Request, settings: Settings, failures: RateLimiter) -> Principal:
+    """`authenticate`, with failed attempts counted per client address: past the allowance a
+    429, before the key is compared, so guessing keys runs at the allowance's pace. Each address
+    has its own allowance: a client guessing keys locks out only its own address."""
+    client = request.client.host if request.client else "unknown"
+    wait = failures.wait(client)
+    if wait > 0:
+        raise ApiError(429, "too_many_auth_failures", "too many requests with a wrong API key from this "
+                       f"address; retry in {math.ceil(wait)}s", {"Retry-After": str(math.ceil(wait))})
+    try:
+        return authenticate(request, settings)
+    except ApiError as e:
+        if e.status == 401:
+            failures.check(client)
+            logs.event("auth_failed", 30, client=client, reason=e.message)
+        raise
+
+
 def _guard(scope: Scope) -> Callable[[Request], Principal]:
     def dependency(request: Request) -> Principal:
         state = request.app.state
-        principal = authenticate(request, state.settings)
+        principal = authenticate_throttled(request, state.settings, state.auth_failures)
         if not principal.allows(scope):
             raise ApiError(403, "forbidden", f"this API key has scope {principal.scope!r}; "
                            f"this endpoint needs {scope!r}")

@@ -57,13 +57,19 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
+def _short(path: str, limit: int = 100) -> str:
+    """A request path as an error message repeats it: at most `limit` characters (a 100 kB path
+    must not come back as a 100 kB body)."""
+    return path if len(path) <= limit else path[:limit] + f"... ({len(path)} characters)"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODES.get(exc.status_code, "error")
     if exc.status_code == 404 and exc.detail == "Not Found":
-        message = f"no such route: {request.method} {request.url.path}"
+        message = f"no such route: {request.method} {_short(request.url.path)}"
     elif exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
+        message = f"method {request.method} is not allowed on {_short(request.url.path)}"
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message, exc.headers)

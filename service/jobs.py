@@ -22,19 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from index import IngestError, IngestReport, SnapshotError, ingest
+from index import IngestCancelled, IngestError, IngestReport, SnapshotError, ingest
 from index.config import IndexConfig
-from index.ingestion.documents import discover, is_utf8
+from index.ingestion.documents import is_utf8
 from service import logs
 from service.engine import QAEngine
 from service.errors import ApiError
 from service.metrics import Metrics
 
-Status = Literal["queued", "running", "succeeded", "failed"]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 KEEP_JOBS = 100
 JOURNAL = "jobs.jsonl"
 INTERRUPTED = "interrupted by a restart of the service before it finished"
 STOPPED = "interrupted: the service stopped before the job finished"
+CANCELLED = "cancelled by DELETE /v1/ingest/{job}; the previous snapshot is still served"
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -42,11 +43,13 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
-    """The resolved paths to ingest; ApiError 403 for anything that leads outside `root`.
+    """The resolved paths to ingest; ApiError 403 for a path that leads outside `root`.
 
-    Symlinks are followed before the check, including those found inside a folder,
-    since ingestion follows them too. A missing path inside the root is a 404; a
-    missing path outside it is a 403, so nothing is learnt about what exists there.
+    Only the named paths are checked here, to answer at once; the job checks again when it
+    runs, and confines every file it opens to the root then (links inside a folder that lead
+    out are skipped with a reason, as `notesrag ingest` skips them). A missing path inside the
+    root is a 404; a path outside it is a 403 with one message whether it exists or not, so
+    nothing is learnt about what exists there.
     """
     try:
         root = root.resolve(strict=True)
@@ -60,26 +63,17 @@ def resolve_ingest_paths(root: Path, raw_paths: list[str]) -> list[Path]:
             raise ApiError(422, "invalid_path", "paths must be valid Unicode text (no lone surrogates)")
         given = Path(raw)
         candidate = given if given.is_absolute() else root / given
+        outside = ApiError(403, "path_outside_root", f"{raw!r} is outside the corpus root")
         try:
             resolved = candidate.resolve(strict=True)
         except (FileNotFoundError, NotADirectoryError):
             if not _inside(Path(*_normalise(candidate)), root):
-                raise ApiError(403, "path_outside_root", f"{raw!r} is outside the corpus root") from None
+                raise outside from None
             raise ApiError(404, "path_not_found", f"no such file or folder in the corpus root: {raw!r}") from None
         except (RuntimeError, OSError):  # a symlink loop, a name too long
             raise ApiError(403, "path_outside_root", f"{raw!r} cannot be resolved inside the corpus root") from None
         if not _inside(resolved, root):
-            raise ApiError(403, "path_outside_root", f"{raw!r} resolves outside the corpus root")
-        if resolved.is_dir():
-            for f in discover([candidate]):
-                try:
-                    target = f.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    continue  # ingestion skips it and reports why
-                if not _inside(target, root):
-                    shown = f.relative_to(candidate) if f.is_relative_to(candidate) else f.name
-                    raise ApiError(403, "path_outside_root",
-                                   f"{raw!r} holds {str(shown)!r}, a link that resolves outside the corpus root")
+            raise outside
         out.append(resolved)
     return out
 
@@ -108,6 +102,11 @@ class Job:
     finished_at: float | None = None
     report: IngestReport | None = None
     error: str | None = None
+    cancel_requested: bool = False  # the running job stops at its next file or batch
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("queued", "running")
 
     def as_dict(self, root: Path | None = None) -> dict[str, Any]:
         report = self.report
@@ -118,7 +117,8 @@ class Job:
             "id": self.id, "status": self.status, "paths": [_show(p, root) for p in self.paths],
             "rebuild": self.rebuild, "created_at": self.created_at, "started_at": self.started_at,
             "finished_at": self.finished_at, "progress": progress,
-            "errors": dict(report.skipped) if report else {}, "error": self.error,
+            "errors": {**report.skipped, **report.partial} if report else {}, "error": self.error,
+            "cancel_requested": self.cancel_requested,
             "snapshot": report.snapshot if report and self.status == "succeeded" else None,
         }
 
@@ -232,7 +232,10 @@ class JobJournal:
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        # the journal names files of the corpus: owner-only, as record() creates it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a stale temp file of a crashed rewrite may have another mode
+        with open(fd, "w", encoding="utf-8") as f:
             for rec in records:
                 f.write(json.dumps(rec) + "\n")
             f.flush()
@@ -270,8 +273,11 @@ def _show(p: Path, root: Path | None) -> str:
 class IngestJobs:
     """Runs ingest jobs one after the other in the app's event loop (work happens in threads)."""
 
-    def __init__(self, engine: QAEngine, index_dir: Path, config: IndexConfig, metrics: Metrics) -> None:
+    def __init__(self, engine: QAEngine, index_dir: Path, config: IndexConfig, metrics: Metrics,
+                 corpus_root: Path | None = None, max_leaves: int | None = None) -> None:
         self.engine = engine
+        self.max_leaves = max_leaves  # chunks one job may embed (None: no budget)
+        self.corpus_root = corpus_root  # every file a job reads must lie inside it
         self.index_dir = index_dir
         self.config = config
         self.metrics = metrics
@@ -324,10 +330,22 @@ class IngestJobs:
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def cancel(self, job: Job) -> None:
+        """A queued job is cancelled at once; a running one stops at its next file or batch."""
+        if job.finished:
+            return
+        job.cancel_requested = True
+        if job.status == "queued":
+            job.status, job.error, job.finished_at = "cancelled", CANCELLED, time.time()
+            self._record(job)
+            self._observe(job)
+        logs.event("ingest_cancel_requested", job=job.id, status=job.status)
+
     async def _run(self) -> None:
         while True:
             job = await self._queue.get()
-            await self._run_one(job)
+            if job.status == "queued":  # (not cancelled while it waited)
+                await self._run_one(job)
 
     async def _run_one(self, job: Job) -> None:
         job.status, job.started_at = "running", time.time()
@@ -340,12 +358,16 @@ class IngestJobs:
             if self.engine.embedder is None:
                 raise IngestError("the embedding model is still loading; try again shortly")
             report = await ingest(job.paths, self.index_dir, self.config, embedder=self.engine.embedder,
-                                  strict=job.strict, rebuild=job.rebuild, on_progress=on_progress)
+                                  strict=job.strict, rebuild=job.rebuild, on_progress=on_progress,
+                                  confine=self.corpus_root, should_stop=lambda: job.cancel_requested,
+                                  max_leaves=self.max_leaves)
             job.report = report
             # swap before saying "succeeded": a client that sees it is served the new snapshot
             with contextlib.suppress(Exception):  # (a failed load: the watcher tries again)
                 await self.engine.reload()
             job.status = "succeeded"
+        except IngestCancelled:
+            job.status, job.error = "cancelled", CANCELLED
         except (IngestError, SnapshotError, OSError, ValueError) as e:
             job.status, job.error = "failed", str(e)
         except Exception as e:  # a bug: the job fails, the server goes on

@@ -31,10 +31,18 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, description="the question (the limit is NOTESRAG_MAX_QUESTION_CHARS)")
-    top_k: int | None = Field(None, ge=1, description="passages to retrieve [default: NOTESRAG_DEFAULT_TOP_K]")
+    # strict: JSON true is not 1, nor "5" five
+    top_k: int | None = Field(None, ge=1, strict=True,
+                              description="passages to retrieve [default: NOTESRAG_DEFAULT_TOP_K]")
     mode: Mode = "hybrid"
     stream: bool = Field(False, description="send Server-Sent Events: contexts, answer deltas, done")
     answerer: AnswererName | None = Field(None, description="extractive or llm [default: llm when configured]")
+
+
+# Answers, quotes and passages are note text, never HTML: what an HTML note escaped comes back
+# decoded (`&lt;script&gt;` as `<script>`), and a client must render it as text (the widget does).
+NOTE_TEXT = ("plain text from the notes, not HTML: it may hold markup characters (an HTML note's "
+             "`&lt;script&gt;` arrives as `<script>`); render it as text, never as HTML")
 
 
 class CitationOut(BaseModel):
@@ -44,7 +52,7 @@ class CitationOut(BaseModel):
     heading_path: list[str]
     start: int = Field(description="character offset of the quote in the source file")
     end: int
-    quote: str
+    quote: str = Field(description=NOTE_TEXT)
     score: float
 
     @classmethod
@@ -62,7 +70,7 @@ class ContextOut(BaseModel):
     heading_path: list[str]
     start: int
     end: int
-    text: str
+    text: str = Field(description=NOTE_TEXT)
 
     @classmethod
     def of(cls, rank: int, h: Hit) -> ContextOut:
@@ -71,7 +79,7 @@ class ContextOut(BaseModel):
 
 
 class AskResponse(BaseModel):
-    answer: str
+    answer: str = Field(description=NOTE_TEXT)
     answerable: bool
     confidence: float
     citations: list[CitationOut]
@@ -141,9 +149,9 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="only one choice is supported")
+    n: int = Field(1, ge=1, le=1, strict=True, description="only one choice is supported")
     # extensions
-    top_k: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=1, strict=True)
     mode: Mode = "hybrid"
     answerer: AnswererName | None = None
 
@@ -161,15 +169,17 @@ class IngestRequest(BaseModel):
 
 class IngestJobOut(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     paths: list[str]
     rebuild: bool
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
     progress: dict[str, Any] = Field(default_factory=dict)
-    errors: dict[str, str] = Field(default_factory=dict, description="files skipped, with the reason")
+    errors: dict[str, str] = Field(default_factory=dict, description="every file skipped, or ingested with "
+                                   "parts left out, with the reason")
     error: str | None = None
+    cancel_requested: bool = Field(False, description="DELETE was sent; a running job stops at its next batch")
     snapshot: str | None = None
 
 

@@ -7,11 +7,95 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service import logs
-from service.settings import Settings, get_settings, is_loopback
+from service.settings import Settings, SettingsError, get_settings, is_loopback
 
 LOOPBACK = "127.0.0.1"
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+class ReadDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for reading each request, head and body.
+
+    uvicorn bounds only the idle time between requests (`timeout_keep_alive`); a client that
+    sends part of a request head and stops, or a byte a second, holds its connection for as
+    long as it likes. Here the clock starts when the connection opens and again after each
+    response; when the request is not wholly read by `read_timeout_s`, the connection gets a
+    408 (if nothing was answered yet) and is closed. Subclass it with the timeout set
+    (`read_deadline_protocol`)."""
+
+    read_timeout_s: float = 10.0
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting_after: object = None  # the cycle answered before the request being read
+        self._arm(None)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._disarm_when_read()
+
+    def on_response_complete(self) -> None:
+        answered = self.cycle
+        super().on_response_complete()  # may start a pipelined request already read
+        if not self.transport.is_closing():
+            self._arm(answered)
+            self._disarm_when_read()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
+    def _arm(self, answered: object) -> None:
+        self._cancel()
+        self._waiting_after = answered
+        self._deadline = self.loop.call_later(self.read_timeout_s, self._timed_out)
+
+    def _disarm_when_read(self) -> None:
+        cycle = self.cycle
+        if self._deadline is not None and cycle is not None and cycle is not self._waiting_after \
+                and not cycle.more_body:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle is self._waiting_after:  # still in the head: nothing sent
+            self.transport.write(_TIMED_OUT)
+        logs.event("request_read_timeout", 30, client=f"{self.client[0]}" if self.client else None,
+                   seconds=self.read_timeout_s)
+        self.transport.close()
+
+
+def read_deadline_protocol(read_timeout_s: float) -> type[ReadDeadlineProtocol]:
+    return type("ReadDeadlineProtocol", (ReadDeadlineProtocol,), {"read_timeout_s": read_timeout_s})
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What uvicorn is told about the wire, from the settings: every server (`notesrag serve`,
+    compose, the tests' loopback servers) runs with these."""
+    trusted = settings.trusted_proxies
+    return {
+        "http": read_deadline_protocol(settings.read_timeout_s),
+        "timeout_keep_alive": settings.keep_alive_s,
+        "limit_concurrency": settings.max_connections,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise: a local caller
+        # could then pick its own address, and with it a fresh rate-limit bucket
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": ",".join(trusted) if trusted else "",
+        "server_header": False,
+    }
 
 
 def bind_host(requested: str, settings: Settings) -> tuple[str, str | None]:
@@ -59,7 +143,11 @@ def run_server(host: str | None = None, port: int | None = None, index_dir: Path
         # worker processes build their settings from the environment
         os.environ["NOTESRAG_INDEX_DIR"] = str(index_dir)
         get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as e:
+        print(e, file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_json)
     code = ensure_index(settings)
     if code:
@@ -73,5 +161,5 @@ def run_server(host: str | None = None, port: int | None = None, index_dir: Path
     print(f"serving on http://{bound}:{port} (index {settings.index_dir}, {workers} worker(s)); "
           f"docs at http://{bound}:{port}/docs", file=sys.stderr)
     uvicorn.run("service.app:app_from_env", factory=True, host=bound, port=port, workers=workers,
-                log_config=None, access_log=False, timeout_graceful_shutdown=10)
+                log_config=None, access_log=False, timeout_graceful_shutdown=10, **uvicorn_options(settings))
     return 0

@@ -7,7 +7,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index.config import MAX_FILE_BYTES, IndexConfig
@@ -58,6 +65,9 @@ class Settings(BaseSettings):
     milvus_collection: str | None = None  # None: notesrag_<index dir name>_<8 hex>
     milvus_index_type: Literal["FLAT", "HNSW"] = "FLAT"
     max_file_bytes: int = MAX_FILE_BYTES
+    # chunks one POST /v1/ingest job may embed (a review saw one 15 MB file hold the worker for tens of minutes);
+    # past it the job fails before embedding and the snapshot stays. 0: no budget
+    ingest_max_leaves: int = Field(default=50_000, ge=0)
     merge_threshold: float = Field(default=0.5, gt=0, le=1)
     # Continuous sync (service/watcher.py): watch corpus_root and ingest each debounced batch of changes
     watch: bool = False
@@ -77,6 +87,24 @@ class Settings(BaseSettings):
     default_top_k: int = Field(default=5, ge=1)
     max_top_k: int = Field(default=50, ge=1)
     reload_interval_s: float = Field(default=1.0, gt=0)  # how often CURRENT is checked for a new snapshot
+    # the wire, before any route runs: a request's head and body must arrive within
+    # read_timeout_s (a client that stalls or trickles is sent 408 and dropped), an idle
+    # keep-alive connection is closed after keep_alive_s, and past max_connections open
+    # connections (or requests in flight) a request is answered 503 at once
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+    # wrong API keys from one client address: a burst of auth_failure_burst, then
+    # auth_failures_per_minute; past that 429 (Retry-After) before the key is even compared
+    auth_failures_per_minute: int = Field(default=6, ge=1)
+    auth_failure_burst: int = Field(default=10, ge=1)
+    # addresses or networks (CIDR) whose X-Forwarded-For / X-Forwarded-Proto are believed;
+    # empty: none, the client is the socket's peer (compose sets its nginx's address)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host names (optionally :port) requests may name; "*" for any. Empty: any when API keys are
+    # set; without keys (loopback mode, every caller is admin) only localhost and loopback
+    # addresses, so a DNS-rebinding page cannot drive the API from a browser
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_json: bool = True
     log_level: str = "INFO"
 
@@ -129,7 +157,18 @@ class Settings(BaseSettings):
     feedback_max_ratings: int = Field(default=100_000, ge=1)
     feedback_max_comment_chars: int = Field(default=2000, ge=1)
 
-    _split_lists = field_validator("chunk_sizes", "api_keys", "cors_origins", mode="before")(_split)
+    _split_lists = field_validator("chunk_sizes", "api_keys", "cors_origins", "trusted_proxies", "allowed_hosts",
+                                   mode="before")(_split)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, proxies: list[str]) -> list[str]:
+        for p in proxies:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxies must be IP addresses or networks, got {p!r}") from None
+        return proxies
 
     @field_validator("api_keys")
     @classmethod
@@ -139,7 +178,7 @@ class Settings(BaseSettings):
             if not sep or not key:
                 raise ValueError("each API key must be written KEY:scope (scope query or admin)")
             if scope not in SCOPES:
-                raise ValueError(f"API key scope must be query or admin, got {scope!r}")
+                raise ValueError("API key scope must be query or admin")  # (the text after ':' may be secret)
             if len(key) < 8:
                 raise ValueError("API keys must be at least 8 characters long")
         return keys
@@ -168,7 +207,7 @@ class Settings(BaseSettings):
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
         if self.llm_base_url is not None and not self.llm_base_url.startswith(("http://", "https://")):
-            raise ValueError(f"llm_base_url must start with http:// or https://, got {self.llm_base_url!r}")
+            raise ValueError("llm_base_url must start with http:// or https://")  # (it may hold a password)
         return self
 
     def key_scopes(self) -> dict[str, Scope]:
@@ -195,6 +234,25 @@ class Settings(BaseSettings):
         )
 
 
+class SettingsError(ValueError):
+    """Invalid settings: one line per problem, naming the setting, never its value."""
+
+
+def describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors(include_input=False, include_url=False, include_context=False):
+        field, *rest = [str(p) for p in e["loc"]] or ["settings"]
+        name = f"NOTESRAG_{field.upper()}" if field in Settings.model_fields else field
+        where = name + "".join(f"[{p}]" for p in rest)
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"error: invalid setting {where}: {message}")
+    return "\n".join(lines)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; SettingsError (no values, no traceback needed) when invalid."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise SettingsError(describe(e)) from None

@@ -75,25 +75,39 @@ def discover(paths: list[Path]) -> Iterator[Path]:
                     yield Path(dirpath) / name
 
 
-def read_source(path: Path, max_bytes: int) -> SourceFile:
-    """Read and decode one file; raises SkipFile with a reason a person can act on."""
+def read_source(path: Path, max_bytes: int, confine: Path | None = None) -> SourceFile:
+    """Read and decode one file; raises SkipFile with a reason a person can act on.
+
+    With `confine` (a resolved folder), the file actually opened must lie inside it: the check
+    is made on the open descriptor, after every link was followed, so a link swapped in
+    between a check and the read cannot lead the read outside.
+    """
     try:
-        resolved = path.resolve(strict=True)
-        st = resolved.stat()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (reads of regular files ignore it)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:  # a symlink loop is ELOOP
+        raise SkipFile(f"unreadable: {e.strerror or e}") from e
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read; a device never ends
             raise SkipFile("not a regular file (a FIFO, socket or device)")
+        resolved = opened_path(fd, path)
+        if confine is not None and resolved != confine and confine not in resolved.parents:
+            raise SkipFile(OUTSIDE)
         size = st.st_size
         if size > max_bytes:
             raise SkipFile(f"larger than the size limit of {max_bytes} bytes ({size} bytes)")
         if size == 0:
             raise SkipFile("empty file")
-        data = path.read_bytes()
+        data = _read_at_most(fd, max_bytes + 1)
     except SkipFile:
         raise
     except RuntimeError as e:  # Python < 3.13 reports a symlink loop this way
         raise SkipFile(f"unreadable: {e}") from e
     except OSError as e:
         raise SkipFile(f"unreadable: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise SkipFile(f"larger than the size limit of {max_bytes} bytes")
     if path.suffix.lower() == ".pdf":  # binary: its text layer is read by pypdf (index.ingestion.pdf)
@@ -116,6 +130,34 @@ def read_source(path: Path, max_bytes: int) -> SourceFile:
     if kind == "html":
         text = html_to_text(text)
     return SourceFile(str(resolved), text, hashlib.sha256(data).hexdigest(), len(data), kind)
+
+
+OUTSIDE = "a symbolic link that leads outside the corpus root"
+
+
+def opened_path(fd: int, path: Path) -> Path:
+    """The resolved path of the file open as `fd` (on Linux, what the kernel says it opened)."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: resolve the name again (a race remains there)
+        return path.resolve(strict=True)
+    if not target.startswith("/"):  # "pipe:[...]", "anon_inode:..."
+        raise SkipFile("not a regular file (a FIFO, socket or device)")
+    if target.endswith(" (deleted)") and not os.path.exists(target):
+        raise SkipFile("unreadable: No such file or directory")  # removed since it was opened
+    return Path(target)
+
+
+def _read_at_most(fd: int, n: int) -> bytes:
+    chunks: list[bytes] = []
+    left = n
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def sections(src: SourceFile) -> list[Section]:

@@ -31,6 +31,7 @@ from index.config import IndexConfig
 from index.ingestion.chunking import Chunker
 from index.ingestion.documents import (
     MAX_RUN,
+    OUTSIDE,
     SkipFile,
     SourceFile,
     discover,
@@ -65,6 +66,10 @@ class IngestError(Exception):
     """Ingestion stopped; the previous snapshot is untouched."""
 
 
+class IngestCancelled(IngestError):
+    """`should_stop` said so; the previous snapshot is untouched."""
+
+
 @dataclass
 class IngestReport:
     files_seen: int = 0
@@ -73,6 +78,7 @@ class IngestReport:
     files_unchanged: int = 0
     files_removed: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)  # ingested with parts left out, and why
     nodes: int = 0
     leaves: int = 0
     leaves_embedded: int = 0
@@ -211,30 +217,52 @@ async def ingest(
     rebuild: bool = False,
     progress: bool = False,
     on_progress: Callable[[IngestReport], None] | None = None,
+    confine: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    max_leaves: int | None = None,
 ) -> IngestReport:
     """Ingest `paths` into the snapshot in `index_dir` and return what was done.
 
+    With `confine` (a server's corpus root), nothing outside that folder is read: the paths
+    are resolved again here, each file opened is checked after links are followed, and
+    whatever the old snapshot holds from outside it leaves the index.
+
+    `should_stop` is asked before each file and each batch: when it answers true the run
+    stops with IngestCancelled. `max_leaves` bounds the chunks one run may embed (IngestError
+    past it, before they are embedded).
+
     Raises FileNotFoundError for a missing path, IngestError for a bad file under
-    `strict`, SnapshotMismatchError when the existing snapshot was built with
-    another embedder (unless `rebuild`).
+    `strict` or a path that leads outside `confine`, SnapshotMismatchError when the
+    existing snapshot was built with another embedder (unless `rebuild`).
     """
     config = config or IndexConfig()
-    roots = checked_roots(paths)
+    fence = Path(confine).resolve(strict=True) if confine is not None else None
+    checked_roots(paths, fence)  # fail at once, before the model loads
     emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model,
                                                                          config.device)
     index_dir = Path(index_dir)
-    return await run_locked(index_dir, lambda: _Run(roots, index_dir, config, emb, strict, rebuild,
-                                                    progress, on_progress))
+    # the roots are resolved again once the lock is held: a job may wait for it, and a link
+    # swapped in meanwhile must not take the run outside `confine`
+    def make_run() -> _Run:
+        run = _Run(checked_roots(paths, fence), index_dir, config, emb, strict, rebuild, progress, on_progress,
+                   fence)
+        run.should_stop, run.max_leaves = should_stop, max_leaves
+        return run
+
+    return await run_locked(index_dir, make_run)
 
 
-def checked_roots(paths: Sequence[str | Path]) -> list[Path]:
-    """The resolved paths to ingest; FileNotFoundError names the first that does not exist."""
+def checked_roots(paths: Sequence[str | Path], confine: Path | None = None) -> list[Path]:
+    """The resolved paths to ingest; FileNotFoundError names the first that does not exist,
+    IngestError the first that resolves outside `confine` (resolved) when one is given."""
     roots = [Path(p).resolve() for p in paths]
     if not roots:
         raise ValueError("no paths to ingest")
-    for r in roots:
+    for given, r in zip(paths, roots, strict=True):
         if not r.exists():
             raise FileNotFoundError(f"no such file or directory: {r}")
+        if confine is not None and not _under(r, confine):
+            raise IngestError(f"{given} resolves outside the corpus root")
     return roots
 
 
@@ -253,8 +281,12 @@ class _Run:
 
     def __init__(self, roots: list[Path], index_dir: Path, config: IndexConfig, embedder: Embedder,
                  strict: bool, rebuild: bool, progress: bool,
-                 on_progress: Callable[[IngestReport], None] | None) -> None:
+                 on_progress: Callable[[IngestReport], None] | None, confine: Path | None = None) -> None:
         self.roots, self.index_dir, self.config, self.embedder = roots, index_dir, config, embedder
+        self.confine = confine
+        self.should_stop: Callable[[], bool] | None = None
+        self.max_leaves: int | None = None
+        self._to_embed = 0
         self.strict, self.rebuild, self.progress, self.on_progress = strict, rebuild, progress, on_progress
         self.report = IngestReport()
         self.tree = NodeTree()
@@ -347,9 +379,10 @@ class _Run:
                 self._skip(str(item.absolute()), "a symbolic link that leads outside the ingested folders")
                 continue
             try:
-                src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes)
+                src = await asyncio.to_thread(read_source, item, self.config.max_file_bytes, self.confine)
             except SkipFile as e:
-                self._skip(key, str(e))
+                # named by the link, never by where it leads outside
+                self._skip(str(item.absolute()) if str(e) == OUTSIDE else key, str(e))
                 continue
             old_entry = self.old.manifest.files.get(src.path) if self.old else None
             if old_entry is not None and old_entry.sha256 == src.sha256:
@@ -369,10 +402,13 @@ class _Run:
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, SourceFile)
             src = item
+            self._check_stop()
             secs, cut = drop_long_runs(sections(src))
             if cut:
-                log.warning("%s: left out %d run(s) of over %d characters without whitespace "
-                            "(encoded or minified data)", src.path, cut, MAX_RUN)
+                reason = (f"left out {cut} run(s) of over {MAX_RUN} characters without whitespace "
+                          "(encoded or minified data)")
+                log.warning("%s: %s", src.path, reason)
+                self.report.partial[src.path] = reason
             nodes = await self._in(self._parse_pool, self.chunker.chunk, src, secs)
             self.tree.add(nodes)
             self.files[src.path] = FileEntry(src.sha256, src.size, len(nodes), time.time())
@@ -382,6 +418,10 @@ class _Run:
                     self.report.leaves_reused += 1
                     continue
                 batch.append(leaf)
+                self._to_embed += 1
+                if self.max_leaves is not None and self._to_embed > self.max_leaves:
+                    raise IngestError(f"over the budget of {self.max_leaves} chunks to embed in one ingest "
+                                      f"(at {src.path}); nothing was written")
                 if len(batch) >= self.batch_size:
                     await out.put(batch)
                     batch = []
@@ -393,9 +433,14 @@ class _Run:
     async def _embed_stage(self, inp: asyncio.Queue[object]) -> None:
         while (item := await inp.get()) is not _DONE:
             assert isinstance(item, list)
+            self._check_stop()
             await self._in(self._embed_pool, self._embed_batch, item)
             self.report.leaves_embedded += len(item)
             self._tick()
+
+    def _check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise IngestCancelled("cancelled; the previous snapshot stays")
 
     # -- work done in threads ------------------------------------------------------------
     @staticmethod
@@ -470,10 +515,16 @@ class _Run:
         self.files.setdefault(source, self.old.manifest.files[source])
 
     def _carry_outside_roots(self) -> None:
-        """Files of the old snapshot outside the ingested roots stay; those inside and gone leave."""
+        """Files of the old snapshot outside the ingested roots stay; those inside and gone leave,
+        and so does everything from outside `confine` (an older snapshot may hold such files)."""
         if self.old is None:
             return
         for source in self.old.manifest.files:
+            if self.confine is not None and not _under(Path(source), self.confine):
+                self.tree.remove_source(source)  # carried by a skip of the same name, if any
+                self.files.pop(source, None)
+                self.report.files_removed += 1
+                continue
             if source in self.files:
                 continue
             if any(_under(Path(source), r) for r in self.roots) and source not in self.report.skipped:

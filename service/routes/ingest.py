@@ -19,7 +19,8 @@ router = APIRouter(tags=["admin"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid API key"}, 403: {"description": "not an admin key, or a "
                                                                                "path outside the corpus root"},
-    404: {"description": "no such path or job"}, 422: {"description": "invalid request"},
+    404: {"description": "no such path or job"}, 409: {"description": "the job has finished"},
+    422: {"description": "invalid request"},
 }
 
 
@@ -37,6 +38,19 @@ async def ingest_status(job_id: str, jobs: JobsDep, settings: SettingsDep, calle
     job = jobs.get(job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no ingest job {job_id!r} (the last 100 jobs are kept)")
+    return job.as_dict(settings.corpus_root)
+
+
+@router.delete("/v1/ingest/{job_id}", status_code=202, response_model=IngestJobOut, responses=ERRORS)
+async def cancel_ingest(job_id: str, jobs: JobsDep, settings: SettingsDep, caller: AdminCaller) -> Any:
+    """Cancel a job: a queued one at once, a running one at its next file or batch (poll it); the
+    snapshot served before stays. A finished job is left as it is (409)."""
+    job = jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no ingest job {job_id!r} (the last 100 jobs are kept)")
+    if job.finished:
+        raise ApiError(409, "job_finished", f"ingest job {job_id!r} has already {job.status}")
+    jobs.cancel(job)
     return job.as_dict(settings.corpus_root)
 
 

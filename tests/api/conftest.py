@@ -39,6 +39,7 @@ def make_settings(index_dir: Path, **overrides: Any) -> Settings:
         "api_keys": f"{QUERY_KEY}:query,{ADMIN_KEY}:admin", "cors_origins": ORIGIN,
         "rate_limit_per_minute": 0, "max_question_chars": 300, "max_body_bytes": 16 * 1024,
         "llm_base_url": None, "abstain_threshold": None,
+        "auth_failure_burst": 10_000,  # many tests send wrong keys; test_hardening checks the throttle
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

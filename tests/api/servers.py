@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 import uvicorn
 
+from service.server import uvicorn_options
+from service.settings import Settings
+
 
 class ServerThread:
     """A real uvicorn serving `app` on a free 127.0.0.1 port, in a thread with its own loop."""
@@ -20,8 +23,12 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # the service's own wire settings (read deadline, connection limit, proxies), as
+        # `notesrag serve` passes them; other apps (the LLM stub) get uvicorn's defaults
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        options = uvicorn_options(settings) if isinstance(settings, Settings) else {}
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

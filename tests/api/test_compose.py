@@ -41,14 +41,23 @@ def test_services_and_the_shared_snapshot_volume(compose: dict[str, Any]) -> Non
 def test_api_runs_uvicorn_workers_on_port_8000_with_keys(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
     cmd = api["command"]
-    assert cmd[0] == "uvicorn" and "--factory" in cmd and "--workers" in cmd
-    module, _, factory = cmd[1].partition(":")
-    import importlib
-
-    assert callable(getattr(importlib.import_module(module), factory))
+    # `notesrag serve`, so uvicorn runs with the wire settings (service.server.uvicorn_options)
+    assert cmd[:2] == ["notesrag", "serve"] and "--workers" in cmd
     assert cmd[cmd.index("--port") + 1] == "8000" and cmd[cmd.index("--host") + 1] == "0.0.0.0"
     assert "ports" not in api and api["expose"] == ["8000"]  # replicas: only the load balancer publishes
     assert ":?" in api["environment"]["NOTESRAG_API_KEYS"]  # compose refuses to start without keys
+
+
+def test_only_the_load_balancer_is_a_trusted_proxy(compose: dict[str, Any]) -> None:
+    import ipaddress
+
+    lb = compose["services"]["lb"]["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(lb) in ipaddress.ip_network(subnet)
+    services = compose["services"]
+    assert services["api"]["environment"]["NOTESRAG_TRUSTED_PROXIES"] == lb
+    assert "NOTESRAG_TRUSTED_PROXIES" not in services["api-gpu"]["environment"]  # published directly
+    assert services["api-gpu"]["command"][:2] == ["notesrag", "serve"]
 
 
 def test_health_check_probes_readyz(compose: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,22 +100,23 @@ def test_hostile_corpus(tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatc
     os.symlink(root / "c.md", root / "link-in.md")  # inside the root: the same file, once
     (root / "d.md").write_text("# Gone\n\nThis note is deleted before it is read.\n")
 
-    real_read_bytes = Path.read_bytes
+    real_open = os.open
     real_read_source = index.ingestion.pipeline.read_source
 
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "a.md":  # deleted between the size check and the read
-            self.unlink()
-        if self.name == "b.md":  # root reads everything, so refuse as chmod 000 would for a user
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read_bytes(self)
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        name = os.path.basename(os.fsdecode(path))
+        if name == "a.md":  # deleted after discovery, just before it is opened
+            os.unlink(path)
+        if name == "b.md":  # root reads everything, so refuse as chmod 000 would for a user
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
 
-    def read_source(path: Path, max_bytes: int):  # type: ignore[no-untyped-def]
+    def read_source(path: Path, max_bytes: int, confine: Path | None = None):  # type: ignore[no-untyped-def]
         if path.name == "d.md":  # deleted between discovery and the read
             path.unlink()
-        return real_read_source(path, max_bytes)
+        return real_read_source(path, max_bytes, confine)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", open_)
     monkeypatch.setattr(index.ingestion.pipeline, "read_source", read_source)
     t0 = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="notesrag.ingest"), fifo_never_blocks(root / "fifo.md"):
@@ -210,6 +212,23 @@ def test_long_runs_are_cut_out_and_the_rest_keeps_its_offsets() -> None:
     t0 = time.perf_counter()
     assert drop_long_runs([Section((), " ".join(["z" * MAX_RUN] * 2000), 0)])[1] == 0
     assert time.perf_counter() - t0 < 1
+
+
+def test_read_source_confines_the_file_it_opens(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.md").write_text(SECRET)
+    (root / "sub" / "fine.md").write_text(A)
+    os.symlink(outside / "secret.md", root / "link.md")
+    os.symlink(outside, root / "sub" / "escape")
+    os.symlink(root / "sub" / "fine.md", root / "inside.md")
+    for link in (root / "link.md", root / "sub" / "escape" / "secret.md"):
+        with pytest.raises(SkipFile, match="a symbolic link that leads outside the corpus root"):
+            read_source(link, 1000, confine=root)
+        assert "swordfish" in read_source(link, 1000).text  # unconfined (the CLI) follows it
+    src = read_source(root / "inside.md", 1000, confine=root)
+    assert src.path == str(root / "sub" / "fine.md") and "Huber" in src.text
 
 
 def test_read_source_refuses_special_files_without_blocking(tmp_path: Path) -> None:

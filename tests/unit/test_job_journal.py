@@ -72,6 +72,22 @@ def test_unfinished_jobs_of_a_dead_process_are_failed_and_the_rest_kept(tmp_path
         ("done", "succeeded"), ("queued", "failed"), ("running", "failed")]
     again = {j.id: j.status for j in JobJournal(path).recover()}
     assert again == {"done": "succeeded", "queued": "failed", "running": "failed"}
+    assert path.stat().st_mode & 0o777 == 0o600  # the rewrite keeps the journal owner-only
+
+
+def test_the_journal_stays_owner_only_through_rewrites(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL
+    journal = JobJournal(path, keep=2)
+    old = os.umask(0o022)
+    try:
+        for i in range(4):
+            journal.record(Job(f"j{i}", [tmp_path], False, False, status="succeeded", created_at=float(i)))
+        assert path.stat().st_mode & 0o777 == 0o600
+        journal.compact()
+        assert [r["id"] for r in lines(path)] == ["j2", "j3"]
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_jobs_of_a_live_process_are_left_alone(tmp_path: Path) -> None:
