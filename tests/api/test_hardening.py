@@ -330,7 +330,9 @@ def test_ambiguous_framing_long_paths_and_loose_types_are_refused(wire_server: S
     s.close()
     assert sent.startswith(b"HTTP/1.1 400 ") and b"both Content-Length and Transfer-Encoding" in sent, sent
     assert closed  # and the connection is not reused
-    with httpx.Client(base_url=wire_server.url, headers=auth(QUERY_KEY), timeout=30) as c:
+    # from an address of its own: the throttle test may have blocked 127.0.0.1 on this server
+    own = httpx.HTTPTransport(local_address="127.0.0.3")
+    with httpx.Client(base_url=wire_server.url, headers=auth(QUERY_KEY), transport=own, timeout=30) as c:
         r = c.get("/" + "a" * 10_000)
         assert r.status_code == 404 and len(r.content) < 400, len(r.content)
         assert r.json()["error"]["message"].endswith("... (10001 characters)")
