@@ -84,9 +84,16 @@ def answered_by_the_model(body: dict[str, Any]) -> bool:
 
 async def test_the_model_answers_with_citations_whose_quotes_are_in_their_nodes(http: httpx.AsyncClient,
                                                                                live_llm: Live) -> None:
-    r = await http.post("/v1/ask", json={"question": "What is Huber loss?", "top_k": 1})
-    assert r.status_code == 200, r.text
-    body = r.json()
+    # The prompt's fence is random per request, so a 135M model's 48 tokens differ from one
+    # request to the next, and now and then its one sentence runs out before its [1]: up to
+    # three tries for an answer that the model wrote and the citation check kept.
+    for _ in range(3):
+        r = await http.post("/v1/ask", json={"question": "What is Huber loss?", "top_k": 1})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert answered_by_the_model(body), body["warnings"]
+        if body["answerer"] == "llm":
+            break
     assert body["answerer"] == "llm", body["warnings"]
     assert body["answerable"] and len(body["answer"]) > 10 and "[1]" in body["answer"]
     # threshold 0: a sentence is kept when it cites; only one cut off by max_tokens cites nothing

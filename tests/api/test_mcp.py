@@ -87,12 +87,13 @@ async def test_stdio_subprocess_lists_tools_and_answers(index_dir: Path) -> None
 
 
 async def test_without_keys_only_loopback_hosts_reach_it(index_dir: Path) -> None:
-    """No API keys: the service is loopback-only, and the SDK's DNS-rebinding check refuses a
-    request whose Host is not loopback (a page on another site resolving its name to 127.0.0.1)."""
+    """No API keys: the service is loopback-only, and a request whose Host is not loopback (a page
+    on another site resolving its name to 127.0.0.1) is refused."""
     with ServerThread(create_app(make_settings(index_dir, api_keys=""))) as server:
         server.wait_ready()
         async with http_client(server, key=None) as client:
             assert "ask_notes" in {t.name for t in (await client.list_tools()).tools}
         r = httpx.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                        headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"})
-        assert r.status_code in (403, 421), r.text
+        # the service's Host check refuses it before the SDK's own check would (403/421)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "host_not_allowed", r.text

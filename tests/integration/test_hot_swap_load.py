@@ -58,7 +58,10 @@ async def test_five_swaps_under_a_steady_stream_of_questions(tmp_path: Path) -> 
     corpus, index_dir = tmp_path / "corpus", tmp_path / "index"
     shutil.copytree(NOTES, corpus)
     original = (corpus / CHANGED).read_text(encoding="utf-8")
-    service = ServiceProcess(index_dir, corpus, tmp_path / "service.log")
+    # Without the cross-encoder: this is about swaps under a dense stream of questions, and 2,000
+    # answers each scored by the cross-encoder (~50 ms a question on two cores) would not fit
+    # the minute the stream is given.
+    service = ServiceProcess(index_dir, corpus, tmp_path / "service.log", reranker="none")
     try:
         first = service.start().wait_ready()
         trees: dict[str, tuple[NodeTree, int]] = {}  # snapshot -> (its tree, its version of the note)
