@@ -388,7 +388,21 @@ def run(config: LLMServerConfig, parent_pid: int | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     if parent_pid is not None:
         threading.Thread(target=_watch_parent, args=(parent_pid, stop), daemon=True).start()
+    threading.Thread(target=_exit_after_stop, args=(stop, EXIT_GRACE_S), daemon=True).start()
     serve(config, stop)
+
+
+# How long llama.cpp's shutdown may take once told to stop. xllamacpp's destructor has been seen
+# to hang for minutes (an orphaned server holding its port and model); past this the process ends.
+EXIT_GRACE_S = 10.0
+
+
+def _exit_after_stop(stop: threading.Event, grace_s: float) -> None:
+    stop.wait()
+    time.sleep(grace_s)
+    log.warning("llama.cpp did not stop within %.0f s; exiting without it", grace_s)
+    logging.shutdown()
+    os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -79,3 +79,17 @@ def test_a_truncated_gguf_fails_in_the_server_process_naming_it(tmp_path: Path) 
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2
     assert f"llama.cpp could not serve {cut}" in r.stderr.splitlines()[-1]
+
+
+def test_a_server_told_to_stop_exits_even_when_llama_cpp_hangs_in_its_shutdown() -> None:
+    # stands in for xllamacpp's destructor hanging after `stop` (seen: an orphan holding its port)
+    hung = ("import threading, time\n"
+            "from index.models import llm_server\n"
+            "stop = threading.Event()\n"
+            "threading.Thread(target=llm_server._exit_after_stop, args=(stop, 0.2), daemon=True).start()\n"
+            "stop.set()\n"
+            "time.sleep(120)\n"
+            "raise SystemExit(3)\n")
+    done = subprocess.run([sys.executable, "-c", hung], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "did not stop within" in done.stderr
