@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
@@ -36,6 +37,7 @@ from service.answerers import (
     Turn,
     pieces,
 )
+from service.links import Linker, hide_paths
 from service.metrics import Metrics
 
 T = TypeVar("T")
@@ -230,7 +232,8 @@ class QAEngine:
                  batch_window_s: float = 0.002, batch_max: int = 32, cache_size: int = 1024,
                  reload_interval_s: float = 1.0, query_threads: int = 2, metrics: Metrics | None = None,
                  thread_init: Callable[[], None] | None = None, index_config: IndexConfig | None = None,
-                 reranker: Reranker | None = None, rerank_depth: int = 0) -> None:
+                 reranker: Reranker | None = None, rerank_depth: int = 0,
+                 linker: Linker | None = None) -> None:
         if default_answerer not in answerers:
             raise ValueError(f"default answerer {default_answerer!r} is not one of {sorted(answerers)}")
         self.index_dir = Path(index_dir)
@@ -240,6 +243,8 @@ class QAEngine:
         self.default_answerer = default_answerer
         self.merge_threshold = merge_threshold
         self.reranker, self.rerank_depth = reranker, rerank_depth  # fused leaves reranked before merge
+        # every source and citation the engine returns goes through it: relative paths and links
+        self.linker = linker or Linker()
         self.batch_window_s = batch_window_s
         self.batch_max = batch_max
         self.reload_interval_s = reload_interval_s
@@ -364,7 +369,8 @@ class QAEngine:
     def current(self) -> Served:
         served = self.served
         if served is None or self.batcher is None:
-            raise NotReady(self.last_error or "the index is loading")
+            # callers are not told where the index or the model lie on this host (the log says)
+            raise NotReady(hide_paths(self.last_error or "the index is loading"))
         return served
 
     def describe(self) -> dict[str, Any]:
@@ -389,6 +395,10 @@ class QAEngine:
                              f"got {name!r}") from None
 
     # -- queries ---------------------------------------------------------------------
+    def _linked(self, answer: AnswerResult, served: Served) -> AnswerResult:
+        """The answer with its citations as callers see them: relative source, lines, anchor, url."""
+        return dataclasses.replace(answer, citations=self.linker.citations(answer.citations, served.snapshot))
+
     async def _vectors(self, query: Query) -> tuple[np.ndarray, np.ndarray, str]:
         """(retrieval vector, answer vector, retrieval text) for a question and its chat context."""
         assert self.batcher is not None
@@ -413,7 +423,8 @@ class QAEngine:
         else:
             vec, _, text = await self._vectors(query)
         t1 = time.perf_counter()
-        hits = await self._in_pool(lambda: served.retriever.search(text, query.top_k, query.mode, merge, vec))
+        hits = await self._in_pool(lambda: self.linker.hits(
+            served.retriever.search(text, query.top_k, query.mode, merge, vec), served.snapshot))
         t2 = time.perf_counter()
         self.metrics.retrieval_seconds.labels(query.mode).observe(t2 - t1)
         self.metrics.embed_seconds.observe(t1 - t0)
@@ -466,7 +477,8 @@ class QAEngine:
             timings.answer_ms = (time.perf_counter() - t1) * 1e3
             self.metrics.answer_seconds.labels(answer.answerer).observe(timings.answer_ms / 1e3)
         timings.total_ms = (time.perf_counter() - t0) * 1e3
-        result = QAResult(answer, req.hits, served.version, timings, retrieval_query=text)
+        result = QAResult(self._linked(answer, served), self.linker.hits(req.hits, served.snapshot),
+                          served.version, timings, retrieval_query=text)
         if not answer.warnings:  # a fallback is not worth remembering
             self.cache.put(key, result)
         return result
@@ -489,7 +501,8 @@ class QAEngine:
             return
         req, _, timings, text = await self._prepare(query, served)
         pending = AnswerResult("", False, [], 0.0, answerer.name)
-        result = QAResult(pending, req.hits, served.version, timings, retrieval_query=text)
+        hits = self.linker.hits(req.hits, served.snapshot)
+        result = QAResult(pending, hits, served.version, timings, retrieval_query=text)
         yield "contexts", result
         t1 = time.perf_counter()
         final: AnswerResult | None = None
@@ -500,16 +513,17 @@ class QAEngine:
                 final = item
             elif isinstance(item, Cited):
                 cited = True
-                yield "citations", item.citations
+                yield "citations", self.linker.citations(item.citations, served.snapshot)
             else:
                 yield "delta", item
         assert final is not None, "an answerer stream must end with its AnswerResult"
+        final = self._linked(final, served)
         if not cited:
             yield "citations", final.citations
         t2 = time.perf_counter()
         self.metrics.answer_seconds.labels(final.answerer).observe(t2 - t1)
         timings.answer_ms, timings.total_ms = (t2 - t1) * 1e3, (t2 - t0) * 1e3
-        result = QAResult(final, req.hits, served.version, timings, retrieval_query=text)
+        result = QAResult(final, hits, served.version, timings, retrieval_query=text)
         if not final.warnings:
             self.cache.put(key, result)
         yield "done", result
