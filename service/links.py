@@ -136,13 +136,18 @@ class Linker:
 
     def __init__(self, corpus_root: str | Path | None = None, url_template: str | None = None) -> None:
         self.corpus_root = Path(corpus_root) if corpus_root is not None else None
+        # resolved once: public_path would resolve it (a stat a part) for every passage of every answer
+        self._root = self.corpus_root.resolve() if self.corpus_root is not None else None
         self.template = UrlTemplate(url_template) if url_template else None
 
     def source(self, source: str, snapshot: Snapshot | None) -> str:
         """`source` as callers see it; one already public (relative, or a URL) is kept."""
-        if "://" in source or not Path(source).is_absolute():
+        path = Path(source)
+        if "://" in source or not path.is_absolute():
             return source
-        return public_path(source, snapshot.manifest.roots if snapshot else [], self.corpus_root)
+        if self._root is not None and self._root in path.parents:
+            return path.relative_to(self._root).as_posix()
+        return public_path(source, snapshot.manifest.roots if snapshot else [], self._root)
 
     def link(self, snapshot: Snapshot, node_id: str, source: str, heading_path: tuple[str, ...],
              start: int, end: int) -> Link:
