@@ -131,6 +131,15 @@ class LinkedHit(Hit):
     url: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _File:
+    public: str
+    web: bool
+    pdf: bool
+    extracted: bool  # its indexed text is extracted (HTML, PDF, a web page): no lines of the file
+    values: dict[str, str | None]
+
+
 class Linker:
     """Public sources and links of one service: its corpus root and its URL template."""
 
@@ -139,6 +148,7 @@ class Linker:
         # resolved once: public_path would resolve it (a stat a part) for every passage of every answer
         self._root = self.corpus_root.resolve() if self.corpus_root is not None else None
         self.template = UrlTemplate(url_template) if url_template else None
+        self._files: dict[tuple[str, str], _File] = {}
 
     def source(self, source: str, snapshot: Snapshot | None) -> str:
         """`source` as callers see it; one already public (relative, or a URL) is kept."""
@@ -153,15 +163,14 @@ class Linker:
              start: int, end: int) -> Link:
         """The link of the span [start, end) of node `node_id` (a quote, or the whole node)."""
         node = snapshot.tree.by_id.get(node_id)
-        public = self.source(source, snapshot)
-        web = "://" in source
+        f = self._file(source, snapshot)
+        public, web = f.public, f.web
         # chunks of a PDF have the heading path ("Page N",); a Markdown heading "Page 2" is no page
-        page = page_of(heading_path) if urlsplit(source).path.lower().endswith(".pdf") else None
+        page = page_of(heading_path) if f.pdf else None
         anchor = (node.anchor if node is not None and node.anchor else
                   slug(heading_path[-1]) if heading_path else "") if page is None else ""
         line_start = line_end = None
-        if (node is not None and node.line_start and not web
-                and not source.lower().endswith(_EXTRACTED)):
+        if node is not None and node.line_start and not f.extracted:
             a = min(max(start - node.start, 0), len(node.text))
             b = min(max(end - 1 - node.start, a), len(node.text))
             line_start = node.line_start + node.text.count("\n", 0, a)
@@ -170,15 +179,30 @@ class Linker:
             fragment = f"#page={page}" if page is not None else f"#{quote(anchor, safe='-_.')}" if anchor else ""
             url: str | None = source + fragment
         elif self.template is not None:
-            path = PurePosixPath(public)
-            noext = path.with_suffix("").as_posix() if path.suffix else public
             url = self.template.render({
-                "path": quote(public, safe="/"), "path_noext": quote(noext, safe="/"),
-                "name": quote(path.name, safe=""), "anchor": quote(anchor, safe="-_."),
+                **f.values, "anchor": quote(anchor, safe="-_."),
                 "line_start": _str(line_start), "line_end": _str(line_end), "page": _str(page)})
         else:
             url = None
         return Link(public, line_start, line_end, anchor or None, page, url)
+
+    def _file(self, source: str, snapshot: Snapshot) -> _File:
+        """What the links of one file share, worked out once a snapshot (a few sources, many passages)."""
+        key = (source, snapshot.version)
+        f = self._files.get(key)
+        if f is None:
+            if len(self._files) > 50_000:
+                self._files.clear()
+            public = self.source(source, snapshot)
+            path = PurePosixPath(public)
+            noext = path.with_suffix("").as_posix() if path.suffix else public
+            web = "://" in source
+            f = self._files[key] = _File(
+                public, web, urlsplit(source).path.lower().endswith(".pdf"),
+                web or source.lower().endswith(_EXTRACTED),
+                {"path": quote(public, safe="/"), "path_noext": quote(noext, safe="/"),
+                 "name": quote(path.name, safe="")})
+        return f
 
     def citation(self, c: Citation, snapshot: Snapshot) -> Citation:
         link = self.link(snapshot, c.node_id, c.source, c.heading_path, c.start, c.end)
