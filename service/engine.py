@@ -396,8 +396,10 @@ class QAEngine:
 
     # -- queries ---------------------------------------------------------------------
     def _linked(self, answer: AnswerResult, served: Served) -> AnswerResult:
-        """The answer with its citations as callers see them: relative source, lines, anchor, url."""
-        return dataclasses.replace(answer, citations=self.linker.citations(answer.citations, served.snapshot))
+        """The answer with its citations as callers see them: relative source, lines, anchor, url (and a
+        cross-encoder set by its folder named without the folder's place)."""
+        return dataclasses.replace(answer, citations=self.linker.citations(answer.citations, served.snapshot),
+                                   reranker=hide_paths(answer.reranker) if answer.reranker else answer.reranker)
 
     async def _vectors(self, query: Query) -> tuple[np.ndarray, np.ndarray, str]:
         """(retrieval vector, answer vector, retrieval text) for a question and its chat context."""

@@ -149,3 +149,19 @@ def test_hide_paths_keeps_urls_and_words() -> None:
     assert hide_paths("snapshot /var/lib/x/snap-2 was built with 'model'") == "snapshot …/snap-2 was built with 'model'"
     kept = "see https://docs.example/a/b and http://milvus:19530/x, a/b/c, and ~/x/y"
     assert hide_paths(kept) == kept
+
+
+def test_the_engine_links_answers_and_names_a_reranker_folder_without_its_place(snap: Snapshot,
+                                                                               tmp_path: Path) -> None:
+    from service.answerers import AnswerResult, ExtractiveAnswerer
+    from service.engine import QAEngine, Served
+
+    engine = QAEngine(tmp_path, lambda: None, {"extractive": ExtractiveAnswerer()},  # type: ignore[arg-type,return-value]
+                      linker=Linker(ROOT, "https://docs.example/{path}#{anchor}"))
+    node = snap.tree["n0"]
+    answer = AnswerResult("Install it. [1]", True, [cite(node, "Install it.")], 0.9, "extractive",
+                          reranker="/opt/models/my-cross-encoder")
+    out = engine._linked(answer, Served(snap, None))  # type: ignore[arg-type]
+    assert out.reranker == "…/my-cross-encoder" and answer.reranker == "/opt/models/my-cross-encoder"
+    assert out.citations[0].source == "guide/setup.md" and answer.citations[0].source.startswith("/srv/")
+    assert out.citations[0].url == "https://docs.example/guide/setup.md#use-it"
