@@ -24,7 +24,9 @@ from .helpers import (
     states,
 )
 
-LOSS_LINK = "https://notes.example.com/01-fundamentals-of-deep-learning.md#loss"
+# the service's url (NOTESRAG_SOURCE_URL_TEMPLATE), not the portal's source-url-template
+# (https://notes.example.com/{name}#{anchor}), which fills in only when the service sends none
+LOSS_LINK = "https://portal.example/notes/01-fundamentals-of-deep-learning/#loss"
 
 
 def api_requests(page: Page) -> list[Request]:
