@@ -433,30 +433,34 @@ class QAEngine:
         return hits, served.version, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, (t2 - t0) * 1e3)
 
     async def _prepare(self, query: Query, served: Served, answerer: Answerer | None = None,
-                       ) -> tuple[AnswerRequest, AnswerResult | None, Timings, str]:
+                       ) -> tuple[AnswerRequest, AnswerResult | None, Timings, str, list[Hit]]:
         """Embed, retrieve, and when `answerer` can answer synchronously (cheap CPU work, like the
-        extractive one), answer in the same worker-thread call: one hand-off instead of two."""
+        extractive one), answer in the same worker-thread call: one hand-off instead of two. The
+        answer (when there is one) and the hits come back linked (`_linked`), also off the event
+        loop; the request keeps the hits as retrieved, for an answerer that runs later."""
         t0 = time.perf_counter()
         vec, answer_vec, text = await self._vectors(query)
         t1 = time.perf_counter()
         sync = answerer.answer_sync if isinstance(answerer, SyncAnswerer) else None
 
-        def work() -> tuple[AnswerRequest, AnswerResult | None, float, float]:
+        def work() -> tuple[AnswerRequest, AnswerResult | None, float, float, list[Hit]]:
             a = time.perf_counter()
             hits = served.retriever.search(text, query.top_k, query.mode, True,
                                            None if query.mode == "bm25" else vec)
             req = AnswerRequest(query.question, answer_vec, hits, served.snapshot, tuple(query.history))
             b = time.perf_counter()
             answer = sync(req) if sync is not None else None
-            return req, answer, b - a, time.perf_counter() - b
+            answer_s = time.perf_counter() - b
+            linked = self.linker.hits(hits, served.snapshot)
+            return req, self._linked(answer, served) if answer is not None else None, b - a, answer_s, linked
 
-        req, answer, retrieval_s, answer_s = await self._in_pool(work)
+        req, answer, retrieval_s, answer_s, hits = await self._in_pool(work)
         self.metrics.embed_seconds.observe(t1 - t0)
         self.metrics.retrieval_seconds.labels(query.mode).observe(retrieval_s)
         if answer is not None:
             self.metrics.answer_seconds.labels(answer.answerer).observe(answer_s)
         timings = Timings(embed_ms=(t1 - t0) * 1e3, retrieval_ms=retrieval_s * 1e3, answer_ms=answer_s * 1e3)
-        return req, answer, timings, text
+        return req, answer, timings, text, hits
 
     def _cached(self, query: Query, served: Served, answerer: Answerer) -> tuple[Hashable, QAResult | None]:
         key = query.cache_key(served.version, answerer.name)
@@ -472,15 +476,15 @@ class QAEngine:
         key, hit = self._cached(query, served, answerer)
         if hit is not None:
             return _from_cache(hit, t0)
-        req, answer, timings, text = await self._prepare(query, served, answerer)
+        req, answer, timings, text, hits = await self._prepare(query, served, answerer)
         if answer is None:
             t1 = time.perf_counter()
             answer = await answerer.answer(req)
             timings.answer_ms = (time.perf_counter() - t1) * 1e3
             self.metrics.answer_seconds.labels(answer.answerer).observe(timings.answer_ms / 1e3)
+            answer = self._linked(answer, served)
         timings.total_ms = (time.perf_counter() - t0) * 1e3
-        result = QAResult(self._linked(answer, served), self.linker.hits(req.hits, served.snapshot),
-                          served.version, timings, retrieval_query=text)
+        result = QAResult(answer, hits, served.version, timings, retrieval_query=text)
         if not answer.warnings:  # a fallback is not worth remembering
             self.cache.put(key, result)
         return result
@@ -501,9 +505,8 @@ class QAEngine:
                 yield "delta", piece
             yield "done", result
             return
-        req, _, timings, text = await self._prepare(query, served)
+        req, _, timings, text, hits = await self._prepare(query, served)
         pending = AnswerResult("", False, [], 0.0, answerer.name)
-        hits = self.linker.hits(req.hits, served.snapshot)
         result = QAResult(pending, hits, served.version, timings, retrieval_query=text)
         yield "contexts", result
         t1 = time.perf_counter()
