@@ -25,6 +25,7 @@ from service.engine import QAEngine
 from service.feedback import FeedbackStore
 from service.hosts import HostCheckMiddleware, allowed_hosts
 from service.jobs import IngestJobs
+from service.links import Linker
 from service.mcp_server import build_mcp, http_endpoint, session_manager_running
 from service.metrics import Metrics
 from service.routes import ask, chat, documents, feedback, health, ingest, search, widget
@@ -73,6 +74,7 @@ def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | N
         cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,
         thread_init=lambda: configure_threads(settings), index_config=settings.index_config(),
         reranker=reranker, rerank_depth=settings.rerank_depth,
+        linker=Linker(settings.corpus_root, settings.source_url_template),
     )
 
 

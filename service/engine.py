@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
@@ -36,6 +37,7 @@ from service.answerers import (
     Turn,
     pieces,
 )
+from service.links import Linker, hide_paths
 from service.metrics import Metrics
 
 T = TypeVar("T")
@@ -230,7 +232,8 @@ class QAEngine:
                  batch_window_s: float = 0.002, batch_max: int = 32, cache_size: int = 1024,
                  reload_interval_s: float = 1.0, query_threads: int = 2, metrics: Metrics | None = None,
                  thread_init: Callable[[], None] | None = None, index_config: IndexConfig | None = None,
-                 reranker: Reranker | None = None, rerank_depth: int = 0) -> None:
+                 reranker: Reranker | None = None, rerank_depth: int = 0,
+                 linker: Linker | None = None) -> None:
         if default_answerer not in answerers:
             raise ValueError(f"default answerer {default_answerer!r} is not one of {sorted(answerers)}")
         self.index_dir = Path(index_dir)
@@ -240,6 +243,8 @@ class QAEngine:
         self.default_answerer = default_answerer
         self.merge_threshold = merge_threshold
         self.reranker, self.rerank_depth = reranker, rerank_depth  # fused leaves reranked before merge
+        # every source and citation the engine returns goes through it: relative paths and links
+        self.linker = linker or Linker()
         self.batch_window_s = batch_window_s
         self.batch_max = batch_max
         self.reload_interval_s = reload_interval_s
@@ -364,7 +369,8 @@ class QAEngine:
     def current(self) -> Served:
         served = self.served
         if served is None or self.batcher is None:
-            raise NotReady(self.last_error or "the index is loading")
+            # callers are not told where the index or the model lie on this host (the log says)
+            raise NotReady(hide_paths(self.last_error or "the index is loading"))
         return served
 
     def describe(self) -> dict[str, Any]:
@@ -389,6 +395,12 @@ class QAEngine:
                              f"got {name!r}") from None
 
     # -- queries ---------------------------------------------------------------------
+    def _linked(self, answer: AnswerResult, served: Served) -> AnswerResult:
+        """The answer with its citations as callers see them: relative source, lines, anchor, url (and a
+        cross-encoder set by its folder named without the folder's place)."""
+        return dataclasses.replace(answer, citations=self.linker.citations(answer.citations, served.snapshot),
+                                   reranker=hide_paths(answer.reranker) if answer.reranker else answer.reranker)
+
     async def _vectors(self, query: Query) -> tuple[np.ndarray, np.ndarray, str]:
         """(retrieval vector, answer vector, retrieval text) for a question and its chat context."""
         assert self.batcher is not None
@@ -413,37 +425,42 @@ class QAEngine:
         else:
             vec, _, text = await self._vectors(query)
         t1 = time.perf_counter()
-        hits = await self._in_pool(lambda: served.retriever.search(text, query.top_k, query.mode, merge, vec))
+        hits = await self._in_pool(lambda: self.linker.hits(
+            served.retriever.search(text, query.top_k, query.mode, merge, vec), served.snapshot))
         t2 = time.perf_counter()
         self.metrics.retrieval_seconds.labels(query.mode).observe(t2 - t1)
         self.metrics.embed_seconds.observe(t1 - t0)
         return hits, served.version, Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, (t2 - t0) * 1e3)
 
     async def _prepare(self, query: Query, served: Served, answerer: Answerer | None = None,
-                       ) -> tuple[AnswerRequest, AnswerResult | None, Timings, str]:
+                       ) -> tuple[AnswerRequest, AnswerResult | None, Timings, str, list[Hit]]:
         """Embed, retrieve, and when `answerer` can answer synchronously (cheap CPU work, like the
-        extractive one), answer in the same worker-thread call: one hand-off instead of two."""
+        extractive one), answer in the same worker-thread call: one hand-off instead of two. The
+        answer (when there is one) and the hits come back linked (`_linked`), also off the event
+        loop; the request keeps the hits as retrieved, for an answerer that runs later."""
         t0 = time.perf_counter()
         vec, answer_vec, text = await self._vectors(query)
         t1 = time.perf_counter()
         sync = answerer.answer_sync if isinstance(answerer, SyncAnswerer) else None
 
-        def work() -> tuple[AnswerRequest, AnswerResult | None, float, float]:
+        def work() -> tuple[AnswerRequest, AnswerResult | None, float, float, list[Hit]]:
             a = time.perf_counter()
             hits = served.retriever.search(text, query.top_k, query.mode, True,
                                            None if query.mode == "bm25" else vec)
             req = AnswerRequest(query.question, answer_vec, hits, served.snapshot, tuple(query.history))
             b = time.perf_counter()
             answer = sync(req) if sync is not None else None
-            return req, answer, b - a, time.perf_counter() - b
+            answer_s = time.perf_counter() - b
+            linked = self.linker.hits(hits, served.snapshot)
+            return req, self._linked(answer, served) if answer is not None else None, b - a, answer_s, linked
 
-        req, answer, retrieval_s, answer_s = await self._in_pool(work)
+        req, answer, retrieval_s, answer_s, hits = await self._in_pool(work)
         self.metrics.embed_seconds.observe(t1 - t0)
         self.metrics.retrieval_seconds.labels(query.mode).observe(retrieval_s)
         if answer is not None:
             self.metrics.answer_seconds.labels(answer.answerer).observe(answer_s)
         timings = Timings(embed_ms=(t1 - t0) * 1e3, retrieval_ms=retrieval_s * 1e3, answer_ms=answer_s * 1e3)
-        return req, answer, timings, text
+        return req, answer, timings, text, hits
 
     def _cached(self, query: Query, served: Served, answerer: Answerer) -> tuple[Hashable, QAResult | None]:
         key = query.cache_key(served.version, answerer.name)
@@ -459,14 +476,15 @@ class QAEngine:
         key, hit = self._cached(query, served, answerer)
         if hit is not None:
             return _from_cache(hit, t0)
-        req, answer, timings, text = await self._prepare(query, served, answerer)
+        req, answer, timings, text, hits = await self._prepare(query, served, answerer)
         if answer is None:
             t1 = time.perf_counter()
             answer = await answerer.answer(req)
             timings.answer_ms = (time.perf_counter() - t1) * 1e3
             self.metrics.answer_seconds.labels(answer.answerer).observe(timings.answer_ms / 1e3)
+            answer = self._linked(answer, served)
         timings.total_ms = (time.perf_counter() - t0) * 1e3
-        result = QAResult(answer, req.hits, served.version, timings, retrieval_query=text)
+        result = QAResult(answer, hits, served.version, timings, retrieval_query=text)
         if not answer.warnings:  # a fallback is not worth remembering
             self.cache.put(key, result)
         return result
@@ -487,9 +505,9 @@ class QAEngine:
                 yield "delta", piece
             yield "done", result
             return
-        req, _, timings, text = await self._prepare(query, served)
+        req, _, timings, text, hits = await self._prepare(query, served)
         pending = AnswerResult("", False, [], 0.0, answerer.name)
-        result = QAResult(pending, req.hits, served.version, timings, retrieval_query=text)
+        result = QAResult(pending, hits, served.version, timings, retrieval_query=text)
         yield "contexts", result
         t1 = time.perf_counter()
         final: AnswerResult | None = None
@@ -500,16 +518,17 @@ class QAEngine:
                 final = item
             elif isinstance(item, Cited):
                 cited = True
-                yield "citations", item.citations
+                yield "citations", self.linker.citations(item.citations, served.snapshot)
             else:
                 yield "delta", item
         assert final is not None, "an answerer stream must end with its AnswerResult"
+        final = self._linked(final, served)
         if not cited:
             yield "citations", final.citations
         t2 = time.perf_counter()
         self.metrics.answer_seconds.labels(final.answerer).observe(t2 - t1)
         timings.answer_ms, timings.total_ms = (t2 - t1) * 1e3, (t2 - t0) * 1e3
-        result = QAResult(final, req.hits, served.version, timings, retrieval_query=text)
+        result = QAResult(final, hits, served.version, timings, retrieval_query=text)
         if not final.warnings:
             self.cache.put(key, result)
         yield "done", result

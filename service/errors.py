@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index.store.snapshot import SnapshotUnavailable
 from service import logs
+from service.links import hide_paths
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
@@ -85,7 +86,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logs.event("vector_store_unavailable", 40, path=request.url.path, error=str(exc))
-    return error_response(503, "vector_store_unavailable", str(exc), {"Retry-After": "5"})
+    return error_response(503, "vector_store_unavailable", hide_paths(str(exc)), {"Retry-After": "5"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -117,7 +117,9 @@ class Job:
             "id": self.id, "status": self.status, "paths": [_show(p, root) for p in self.paths],
             "rebuild": self.rebuild, "created_at": self.created_at, "started_at": self.started_at,
             "finished_at": self.finished_at, "progress": progress,
-            "errors": {**report.skipped, **report.partial} if report else {}, "error": self.error,
+            "errors": {_show(Path(p), root) if "://" not in p else p: why
+                       for p, why in {**report.skipped, **report.partial}.items()} if report else {},
+            "error": self.error,
             "cancel_requested": self.cancel_requested,
             "snapshot": report.snapshot if report and self.status == "succeeded" else None,
         }

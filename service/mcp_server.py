@@ -14,7 +14,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -30,6 +29,7 @@ from service import errors, logs
 from service.engine import NotReady, QAEngine, Query
 from service.errors import ApiError
 from service.feedback import FeedbackStore
+from service.links import LinkedHit
 from service.routes.common import check_question, check_top_k
 from service.routes.feedback import new_answer_id, remember
 from service.settings import Settings, is_loopback
@@ -40,26 +40,19 @@ DOCUMENTS_URI = "notes://documents"
 READY_WAIT_S = 60.0  # a stdio server is started by its client and loads the model while the client waits
 
 
-def relative_source(source: str, corpus_root: Path) -> str:
-    """The source path relative to the corpus root when it lies inside it, else as given."""
-    p = Path(source)
-    if not p.is_absolute():
-        return source
-    try:
-        return p.relative_to(corpus_root.resolve()).as_posix()
-    except ValueError:
-        return source
+def citation_dict(c: Citation) -> dict[str, Any]:
+    """A citation as the engine returns it (source relative to the corpus root, its link)."""
+    return {"n": c.n, "path": c.source, "heading_path": list(c.heading_path), "url": c.url,
+            "line_start": c.line_start, "line_end": c.line_end, "anchor": c.anchor, "page": c.page,
+            "quote": c.quote, "start": c.start, "end": c.end, "node_id": c.node_id}
 
 
-def citation_dict(c: Citation, corpus_root: Path) -> dict[str, Any]:
-    return {"n": c.n, "path": relative_source(c.source, corpus_root), "heading_path": list(c.heading_path),
-            "url": getattr(c, "url", None), "quote": c.quote, "start": c.start, "end": c.end,
-            "node_id": c.node_id}
-
-
-def hit_dict(rank: int, h: Hit, corpus_root: Path) -> dict[str, Any]:
-    return {"rank": rank, "path": relative_source(h.source, corpus_root), "heading_path": list(h.heading_path),
-            "url": getattr(h, "url", None), "score": round(h.score, 4), "text": h.text, "node_id": h.node_id}
+def hit_dict(rank: int, h: Hit) -> dict[str, Any]:
+    link = h if isinstance(h, LinkedHit) else None
+    return {"rank": rank, "path": h.source, "heading_path": list(h.heading_path),
+            "url": link.url if link else None, "line_start": link.line_start if link else None,
+            "line_end": link.line_end if link else None, "anchor": link.anchor if link else None,
+            "page": link.page if link else None, "score": round(h.score, 4), "text": h.text, "node_id": h.node_id}
 
 
 async def ready(engine: QAEngine, timeout_s: float = READY_WAIT_S) -> QAEngine:
@@ -74,7 +67,6 @@ def build_mcp(engine: Callable[[], QAEngine], store: Callable[[], FeedbackStore 
               settings: Settings) -> MCPServer:
     """The MCP server over the engine `engine()` returns (a callable: the app builds it in its lifespan)."""
     server: MCPServer = MCPServer("notesrag", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
-    root = settings.corpus_root
 
     def checked(text: str, k: int | None, what: str) -> Query:
         try:
@@ -94,7 +86,7 @@ def build_mcp(engine: Callable[[], QAEngine], store: Callable[[], FeedbackStore 
         except Exception as e:
             logs.event("mcp_tool_failed", 40, tool="search_notes", error=repr(e))
             raise ToolError("search failed; see the server log") from None
-        return {"query": query, "snapshot": version, "hits": [hit_dict(i, h, root) for i, h in enumerate(hits, 1)]}
+        return {"query": query, "snapshot": version, "hits": [hit_dict(i, h) for i, h in enumerate(hits, 1)]}
 
     @server.tool(description="Answer a question from the notes, with numbered citations [n]: each gives "
                              "the note's path, heading path, url and the quoted text.")
@@ -112,7 +104,7 @@ def build_mcp(engine: Callable[[], QAEngine], store: Callable[[], FeedbackStore 
         a = r.answer
         answer_id = await remember(store(), new_answer_id(), q.question, r)
         return {"answer": a.text, "answerable": a.answerable, "confidence": round(a.confidence, 4),
-                "citations": [citation_dict(c, root) for c in a.citations], "snapshot": r.snapshot,
+                "citations": [citation_dict(c) for c in a.citations], "snapshot": r.snapshot,
                 "answer_id": answer_id}
 
     @server.resource(DOCUMENTS_URI, name="documents", mime_type="application/json",
@@ -122,10 +114,10 @@ def build_mcp(engine: Callable[[], QAEngine], store: Callable[[], FeedbackStore 
             served = engine().current()
         except NotReady as e:
             raise ToolError(f"no index is loaded yet: {e}") from None
-        files = served.snapshot.manifest.files
-        return {"snapshot": served.version, "documents": [
-            {"path": relative_source(src, root), "bytes": f.size, "chunks": f.nodes}
-            for src, f in sorted(files.items())]}
+        files, public = served.snapshot.manifest.files, engine().linker.source
+        return {"snapshot": served.version, "documents": sorted(
+            ({"path": public(src, served.snapshot), "bytes": f.size, "chunks": f.nodes} for src, f in files.items()),
+            key=lambda d: d["path"])}
 
     return server
 

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from index.answer.extractive import Citation
 from index.search.retriever import Hit
 from service.engine import QAResult
+from service.links import LinkedHit
 
 Mode = Literal["dense", "bm25", "hybrid"]
 AnswererName = Literal["extractive", "llm"]
@@ -45,20 +46,36 @@ NOTE_TEXT = ("plain text from the notes, not HTML: it may hold markup characters
              "`&lt;script&gt;` arrives as `<script>`); render it as text, never as HTML")
 
 
+SOURCE = ("the file's path relative to its corpus root (never an absolute path of the server), "
+          "or a web page's URL")
+LINE = ("1-based line in the source file; null where the indexed text is extracted from the file "
+        "(HTML, PDF, web pages) or the snapshot predates line numbers")
+ANCHOR = ("the slug of the heading, as GitHub and MkDocs give it (a heading met again gets -1, -2, ...); "
+          "null before the first heading and in PDFs")
+URL = ("a link to the passage: a web page's URL (with #anchor, or #page=N for a PDF), else "
+       "NOTESRAG_SOURCE_URL_TEMPLATE filled in; null without a template")
+
+
 class CitationOut(BaseModel):
     n: int
     node_id: str
-    source: str
+    source: str = Field(description=SOURCE)
     heading_path: list[str]
-    start: int = Field(description="character offset of the quote in the source file")
+    start: int = Field(description="character offset of the quote in the source's indexed text")
     end: int
     quote: str = Field(description=NOTE_TEXT)
     score: float
+    line_start: int | None = Field(None, description="first line of the quote: " + LINE)
+    line_end: int | None = Field(None, description="last line of the quote")
+    anchor: str | None = Field(None, description=ANCHOR)
+    page: int | None = Field(None, description="a PDF's 1-based page, else null")
+    url: str | None = Field(None, description=URL)
 
     @classmethod
     def of(cls, c: Citation) -> CitationOut:
         return cls(n=c.n, node_id=c.node_id, source=c.source, heading_path=list(c.heading_path),
-                   start=c.start, end=c.end, quote=c.quote, score=c.score)
+                   start=c.start, end=c.end, quote=c.quote, score=c.score, line_start=c.line_start,
+                   line_end=c.line_end, anchor=c.anchor, page=c.page, url=c.url)
 
 
 class ContextOut(BaseModel):
@@ -66,16 +83,26 @@ class ContextOut(BaseModel):
     node_id: str
     level: int
     score: float
-    source: str
+    source: str = Field(description=SOURCE)
     heading_path: list[str]
     start: int
     end: int
     text: str = Field(description=NOTE_TEXT)
+    line_start: int | None = Field(None, description="first line of the passage: " + LINE)
+    line_end: int | None = Field(None, description="last line of the passage")
+    anchor: str | None = Field(None, description=ANCHOR)
+    page: int | None = Field(None, description="a PDF's 1-based page, else null")
+    url: str | None = Field(None, description=URL)
 
     @classmethod
     def of(cls, rank: int, h: Hit) -> ContextOut:
+        # the engine returns LinkedHits; a bare Hit has no link
+        link = h if isinstance(h, LinkedHit) else LinkedHit(h.node_id, h.level, h.score, h.text, h.source,
+                                                            h.heading_path, h.start, h.end)
         return cls(rank=rank, node_id=h.node_id, level=h.level, score=h.score, source=h.source,
-                   heading_path=list(h.heading_path), start=h.start, end=h.end, text=h.text)
+                   heading_path=list(h.heading_path), start=h.start, end=h.end, text=h.text,
+                   line_start=link.line_start, line_end=link.line_end, anchor=link.anchor, page=link.page,
+                   url=link.url)
 
 
 class AskResponse(BaseModel):

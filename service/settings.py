@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # past it the job fails before embedding and the snapshot stays. 0: no budget
     ingest_max_leaves: int = Field(default=50_000, ge=0)
     merge_threshold: float = Field(default=0.5, gt=0, le=1)
+    # Where a citation links to (service.links.PLACEHOLDERS), e.g. https://docs.example/{path_noext}/#{anchor};
+    # None: citations of files carry no url (a web page's is its URL)
+    source_url_template: str | None = None
     # Continuous sync (service/watcher.py): watch corpus_root and ingest each debounced batch of changes
     watch: bool = False
     watch_debounce_ms: int = Field(default=1000, ge=50, le=60_000)
@@ -182,6 +185,15 @@ class Settings(BaseSettings):
             if len(key) < 8:
                 raise ValueError("API keys must be at least 8 characters long")
         return keys
+
+    @field_validator("source_url_template")
+    @classmethod
+    def _check_url_template(cls, template: str | None) -> str | None:
+        if template is None or not template.strip():
+            return None
+        from service.links import UrlTemplate  # imported here: the links pull in the answer code
+
+        return UrlTemplate(template).template
 
     @field_validator("milvus_uri", "milvus_collection", "milvus_token", "llm_gguf", mode="before")
     @classmethod

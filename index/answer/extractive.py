@@ -63,11 +63,18 @@ class Citation:
     end: int
     quote: str
     score: float
+    # where the quote is, for a link to it (the service fills these in: service.links)
+    line_start: int | None = None  # 1-based lines of the quote in the source file
+    line_end: int | None = None
+    anchor: str | None = None  # the slug of its heading, as GitHub and MkDocs give it
+    page: int | None = None  # a PDF's 1-based page
+    url: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"n": self.n, "node_id": self.node_id, "source": self.source,
                 "heading_path": list(self.heading_path), "start": self.start, "end": self.end,
-                "quote": self.quote, "score": self.score}
+                "quote": self.quote, "score": self.score, "line_start": self.line_start,
+                "line_end": self.line_end, "anchor": self.anchor, "page": self.page, "url": self.url}
 
 
 @dataclass(frozen=True, slots=True)

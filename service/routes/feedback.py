@@ -77,6 +77,8 @@ async def feedback(body: FeedbackRequest, store: FeedbackDep, engine: EngineDep,
         if node is None:
             raise ApiError(422, "invalid_request", f"no passage {body.source.node_id!r} in the served index")
         source = picked_node(node)
+    if source is not None:  # stored and shown back as callers see sources (relative to the corpus root)
+        source["source"] = engine.linker.source(source["source"], engine.served.snapshot if engine.served else None)
     try:
         rated, replaced = await asyncio.to_thread(store.rate, body.answer_id, body.rating, body.comment, source)
     except UnknownAnswer:  # pruned as one of the oldest since the look-up

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from service.deps import EngineDep
 from service.engine import NotReady
 from service.errors import error_response
+from service.links import scrub
 
 router = APIRouter(tags=["operations"])
 
@@ -26,6 +27,8 @@ async def readyz(engine: EngineDep) -> Any:
         info = engine.describe()
     except NotReady as e:
         return error_response(503, "not_ready", f"no index is loaded yet: {e}", {"Retry-After": "1"})
+    # anyone may ask: no folder of this host in it (a model set by its folder, a Milvus Lite file)
+    info = scrub(info)
     return {"status": "ready", "snapshot": info["version"], "index_kind": info["index_kind"],
             "device": info["device"], "reranker": info["reranker"], "index": info}
 

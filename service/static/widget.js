@@ -10,9 +10,13 @@
  *   api-key              sent as `Authorization: Bearer <key>` (use a key with the query scope only)
  *   title                the panel's heading [default: "Ask the notes"]
  *   placeholder          the question box's placeholder
- *   source-url-template  links citations to the portal; placeholders {path} (the source with
- *                        source-root removed), {source} (as the service sent it), {name} (file name),
- *                        {anchor} (slug of the last heading), {heading}, {line}, {start}, {end}.
+ *   source-url-template  links citations to the portal when the service sends no `url` of its own
+ *                        (a citation's `url` comes from NOTESRAG_SOURCE_URL_TEMPLATE, or is a web
+ *                        page's URL, and wins); placeholders {path} (the source with source-root
+ *                        removed), {path_noext} (without its extension), {source} (as the service
+ *                        sent it), {name} (file name), {anchor} (the service's heading slug, else
+ *                        the slug of the last heading), {heading}, {line} and {line_start},
+ *                        {line_end}, {page} (a PDF's), {start}, {end}.
  *                        A placeholder the service did not send drops the template's #fragment
  *                        (or the whole link when it is outside the fragment).
  *   source-root          the prefix that {path} removes from sources
@@ -458,6 +462,22 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
     return String(source).split(/[\\/]/).filter(Boolean).pop() || String(source);
   }
 
+  /** An http(s) URL as given, else null (a link never runs script). */
+  function webUrl(value) {
+    if (typeof value !== "string" || !value) return null;
+    try {
+      const url = new URL(value, location.href);
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  /** Where a citation links to: the service's `url`, else `template` filled in, else null. */
+  function citationUrl(template, root, cite) {
+    return webUrl(cite.url) || sourceUrl(template, root, cite);
+  }
+
   /** The URL a citation links to under `template`, or null (see the header comment). */
   function sourceUrl(template, root, cite) {
     if (!template) return null;
@@ -465,14 +485,20 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
     if (root && path.startsWith(root)) path = path.slice(root.length);
     path = path.replace(/^[\\/]+/, "");
     const heading = (cite.heading_path || []).slice(-1)[0] || "";
-    const line = cite.line ?? cite.start_line;
+    const line = cite.line_start ?? cite.line ?? cite.start_line;
+    const anchor = cite.anchor || (heading && cite.page == null ? slug(heading) : "");
+    const num = (v) => (v != null ? encodeURIComponent(v) : undefined);
     const values = {
       path: path.split(/[\\/]/).map(encodeURIComponent).join("/"),
+      path_noext: path.replace(/\.[^./\\]+$/, "").split(/[\\/]/).map(encodeURIComponent).join("/"),
       source: encodeURIComponent(cite.source || ""),
       name: encodeURIComponent(fileName(cite.source || "")),
-      anchor: heading ? encodeURIComponent(slug(heading)) : undefined,
+      anchor: anchor ? encodeURIComponent(anchor) : undefined,
       heading: heading ? encodeURIComponent(heading) : undefined,
-      line: line != null ? encodeURIComponent(line) : undefined,
+      line: num(line),
+      line_start: num(line),
+      line_end: num(cite.line_end),
+      page: num(cite.page),
       start: cite.start != null ? String(cite.start) : undefined,
       end: cite.end != null ? String(cite.end) : undefined,
       node_id: cite.node_id ? encodeURIComponent(cite.node_id) : undefined,
@@ -855,7 +881,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
             bubble.append(el("p", "sources-label", "Sources"));
             const list = el("ol", "sources");
             list.setAttribute("aria-label", "Sources");
-            for (const c of cites) list.append(renderCitation(c, sourceUrl(template(), root(), c)));
+            for (const c of cites) list.append(renderCitation(c, citationUrl(template(), root(), c)));
             bubble.append(list);
           }
           this._feedback(bubble, result.answerId, cites);
@@ -1134,7 +1160,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
   }
 
   // the pure parts, for tests and for portals that build their own UI on the same stream
-  NotesragChat.utils = Object.freeze({ readSSE, sourceUrl, retryAfterSeconds, httpErrorMessage });
+  NotesragChat.utils = Object.freeze({ readSSE, sourceUrl, citationUrl, retryAfterSeconds, httpErrorMessage });
 
   customElements.define(TAG, NotesragChat);
 })();

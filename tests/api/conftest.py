@@ -122,9 +122,11 @@ def stub_state(llm_stub: tuple[ServerThread, StubState]) -> Iterator[StubState]:
 LOSS_FILE = "01-fundamentals-of-deep-learning.md"
 
 
-def cited_line(citation: dict[str, Any]) -> str:
-    """The line of the cited file that holds the cited span, checking that the quote is there."""
-    text = Path(citation["source"]).read_text(encoding="utf-8")
+def cited_line(citation: dict[str, Any], root: Path = NOTES) -> str:
+    """The line of the cited file (its source is relative to the corpus root) that holds the cited
+    span, checking that the quote is there."""
+    assert not Path(citation["source"]).is_absolute(), citation["source"]
+    text = (root / citation["source"]).read_text(encoding="utf-8")
     start, end = citation["start"], citation["end"]
     assert text[start:end] == citation["quote"], "the quote is not at the cited span"
     return text[text.rfind("\n", 0, start) + 1:text.find("\n", end) if "\n" in text[end:] else len(text)]

@@ -157,7 +157,7 @@ async def test_paths_outside_the_corpus_root_are_403(swap_app: FastAPI, corpus: 
         # a folder holding a link out is ingested, the link skipped with a reason (as the CLI does)
         job = await run_job(c, {"paths": ["sub"]})
         assert job["status"] == "succeeded", job
-        assert job["errors"] == {str(root / "sub" / "escape" / "secret.md"):
+        assert job["errors"] == {"sub/escape/secret.md":
                                  "a symbolic link that leads outside the ingested folders"}
         hits = (await c.get("/v1/search", params={"q": "password hunter2"})).json()["hits"]
         assert hits and "hunter2" not in str(hits)

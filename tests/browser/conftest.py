@@ -37,6 +37,7 @@ QUERY_KEY = "widget-query-key-0123"
 # what examples/portal/index.html points at; the portal server below rewrites it
 PORTAL_DEFAULT = "http://127.0.0.1:8000"
 CHROMIUM = shutil.which("chromium")
+SERVICE_LINKS = "https://portal.example/notes/{path_noext}/#{anchor}"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -176,8 +177,10 @@ def foreign_portal() -> Iterator[PortalServer]:
 
 @pytest.fixture(scope="session")
 def service(notes_index: Path, portal: PortalServer) -> Iterator[ServerThread]:
-    """The service as a portal meets it: API keys required, CORS for the portal only."""
-    settings = service_settings(notes_index, api_keys=f"{QUERY_KEY}:query", cors_origins=portal.origin)
+    """The service as a portal meets it: API keys required, CORS for the portal only, citations
+    linked by the service's URL template (which wins over the page's own)."""
+    settings = service_settings(notes_index, api_keys=f"{QUERY_KEY}:query", cors_origins=portal.origin,
+                                source_url_template=SERVICE_LINKS)
     with ServerThread(create_app(settings)) as server:
         server.wait_ready()
         yield server

@@ -24,7 +24,9 @@ from .helpers import (
     states,
 )
 
-LOSS_LINK = "https://notes.example.com/01-fundamentals-of-deep-learning.md#loss"
+# the service's url (NOTESRAG_SOURCE_URL_TEMPLATE), not the portal's source-url-template
+# (https://notes.example.com/{name}#{anchor}), which fills in only when the service sends none
+LOSS_LINK = "https://portal.example/notes/01-fundamentals-of-deep-learning/#loss"
 
 
 def api_requests(page: Page) -> list[Request]:
@@ -366,7 +368,7 @@ SSE_SPLIT_ANYWHERE = """async () => {
 }"""
 
 SOURCE_URLS = """() => {
-  const {sourceUrl} = customElements.get('notesrag-chat').utils;
+  const {sourceUrl, citationUrl} = customElements.get('notesrag-chat').utils;
   const root = '/srv/notes/';
   const c = {source: '/srv/notes/dl/01 basics.md', heading_path: ['Basics', 'How to reduce overfitting?'],
              start: 10, end: 20, node_id: 'abc'};
@@ -377,6 +379,14 @@ SOURCE_URLS = """() => {
     sourceUrl('https://docs.example/{line}/x', root, c),
     sourceUrl('javascript:alert(1)//{name}', root, c),
     sourceUrl(null, root, c),
+    // the service's own url wins; one that is not http(s) falls back to the template
+    citationUrl('https://docs.example/{name}', root, {...c, url: 'https://portal.example/dl/01-basics/#x'}),
+    citationUrl('https://docs.example/{name}', root, {...c, url: 'javascript:alert(1)'}),
+    citationUrl(null, root, {...c, url: null}),
+    // the service's anchor, lines and page fill the template's placeholders
+    sourceUrl('https://docs.example/{path_noext}/#{anchor}', root, {...c, anchor: 'how-to-reduce-overfitting-1'}),
+    sourceUrl('https://docs.example/{path}#L{line_start}-L{line_end}', root, {...c, line_start: 3, line_end: 5}),
+    sourceUrl('https://docs.example/{name}#page={page}', root, {...c, page: 2}),
   ];
 }"""
 
@@ -395,6 +405,12 @@ def test_stream_parser_and_source_links(page: Page, portal: PortalServer, servic
         None,  # a missing value outside the fragment: no link
         None,  # only http(s) links
         None,
+        "https://portal.example/dl/01-basics/#x",
+        "https://docs.example/01%20basics.md",
+        None,
+        "https://docs.example/dl/01%20basics/#how-to-reduce-overfitting-1",
+        "https://docs.example/dl/01%20basics.md#L3-L5",
+        "https://docs.example/01%20basics.md#page=2",
     ]
     retry = page.evaluate("""() => {
       const {retryAfterSeconds} = customElements.get('notesrag-chat').utils;
