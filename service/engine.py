@@ -272,6 +272,9 @@ class QAEngine:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for a in self.answerers.values():
             await a.aclose()
+        close = getattr(self.reranker, "close", None)  # the batching cross-encoder's thread
+        if close is not None:
+            await asyncio.to_thread(close)
 
     async def _load_embedder(self) -> None:
         try:
