@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     log_json: bool = True
     log_level: str = "INFO"
 
-    # query embedding micro-batching and the answer cache
+    # micro-batching of query embedding and of the cross-encoder (the same window and bound), the answer cache
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000)
     batch_max: int = Field(default=32, ge=1, le=4096)
     cache_size: int = Field(default=1024, ge=0)  # 0: no cache
