@@ -12,15 +12,18 @@ background load. Requests send `Cache-Control: no-cache` (every one does the
 full work) except in the row marked cached. The client runs on the same
 machine as the server, so both share its cores.
 
-One server runs per question-encoder backend (`NOTESRAG_EMBED_BACKEND`, default
-"auto,torch": ONNX for questions, and sentence-transformers' torch as shipped),
-all started before the first row and loaded in turn at each concurrency level.
-The llama-index baseline embeds with torch, as `HuggingFaceEmbedding` would.
+One server runs per backend, all started before the first row and loaded in turn
+at each concurrency level. A backend is `ENCODER[/RERANKER]`: the question encoder
+(`NOTESRAG_EMBED_BACKEND`) and optionally the cross-encoder (`NOTESRAG_RERANKER`).
+The default, "auto,auto/none", is the served defaults with the packaged
+cross-encoder on and off. A row with the cross-encoder on is followed by
+llama-index's retriever plus the same cross-encoder on its top 5 leaves (what a
+`SentenceTransformerRerank` postprocessor does); a row with it off, by the
+retriever alone. The llama-index baseline embeds with torch, as
+`HuggingFaceEmbedding` would. After the run: each server's RSS and open file
+descriptors.
 
-    python -m bench.serve [--requests 300] [--concurrency 1,4,16,64] [--backends auto,torch]
-
-A backend may name the cross-encoder too: `--backends auto,auto/none` gives rows with the
-packaged cross-encoder on and off (`NOTESRAG_RERANKER`).
+    python -m bench.serve [--requests 300] [--concurrency 1,4,16,64] [--backends auto,auto/none]
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = "llama-index VectorStoreIndex retriever, in-process"
+LLAMA_CE = "llama-index retriever + the same cross-encoder on its top 5, in-process"
 
 
 @dataclass
@@ -84,6 +88,15 @@ def rss_mb(pid: int) -> tuple[float, float]:
         key, _, value = line.partition(":")
         fields[key] = value.strip()
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def reranks(backend: str) -> bool:
+    """Whether the server of `backend` runs the cross-encoder (the default reranker is on)."""
+    return backend.partition("/")[2] not in ("none",)
 
 
 def start_server(index_dir: Path, port: int, log: Path, backend: str = "auto") -> subprocess.Popen[bytes]:
@@ -148,7 +161,7 @@ async def load(url: str, qs: list[str], concurrency: int, total: int, cached: bo
         seconds = time.perf_counter() - t0
     label = "notesrag /v1/ask (cached answers)" if cached else "notesrag /v1/ask over HTTP"
     if backend:
-        label += f", encoder {backend}"
+        label += f", {backend}"
     return Row(label, concurrency, total, errors, seconds, latencies)
 
 
@@ -168,20 +181,32 @@ class Baselines:
         # the same thread counts as the server (Settings.torch_threads, faiss_threads), so the
         # comparison is between pipelines, not between thread settings
         configure_threads(Settings(_env_file=None))  # type: ignore[call-arg]
+        from index.models.reranker import packaged_reranker
+
         emb = get_embedder()
         snap = load_snapshot(index_dir)
         nodes = [TextNode(text=embed_text(snap.tree[i]), id_=i) for i in snap.tree.leaves()]
         retriever = VectorStoreIndex(nodes, embed_model=adapter(emb)).as_retriever(similarity_top_k=5)
+        cross = packaged_reranker()
+
+        def reranked(q: str) -> object:
+            hits = retriever.retrieve(q)
+            scores = cross.score(q, [h.node.get_content() for h in hits])
+            return [h for _, h in sorted(zip(scores, hits, strict=True), key=lambda p: -p[0])]
+
         self.contenders: dict[str, Callable[[str], object]] = {
-            "raw encoder, one question": lambda q: emb.encode([q]), LLAMA: retriever.retrieve}
+            "raw encoder, one question": lambda q: emb.encode([q]), LLAMA: retriever.retrieve,
+            LLAMA_CE: reranked}
         self.rows: dict[str, list[Row]] = {k: [] for k in self.contenders}
         for fn in self.contenders.values():
             for q in questions()[:5]:
                 fn(q)  # warm up
 
-    def measure(self, qs: list[str], n: int, offset: int = 0) -> dict[str, Row]:
+    def measure(self, qs: list[str], n: int, offset: int = 0, only: tuple[str, ...] = ()) -> dict[str, Row]:
         out = {}
         for label, fn in self.contenders.items():
+            if only and label not in only:
+                continue
             lat = []
             t0 = time.perf_counter()
             for i in range(n):
@@ -195,27 +220,32 @@ class Baselines:
     def pooled(self) -> list[Row]:
         """All measurements of each baseline as one row."""
         return [Row(label, 1, sum(r.requests for r in rows), 0, sum(r.seconds for r in rows),
-                    [x for r in rows for x in r.latencies_ms]) for label, rows in self.rows.items()]
+                    [x for r in rows for x in r.latencies_ms]) for label, rows in self.rows.items() if rows]
 
 
 
-def table(rows: list[tuple[Row, float]], baselines: list[Row], rss: dict[str, tuple[float, float]]) -> list[str]:
+def table(rows: list[tuple[Row, Row]], baselines: list[Row], rss: dict[str, tuple[float, float]],
+          fds: dict[str, int] | None = None) -> list[str]:
     lines = ["| contender | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms "
-             "| llama-index q/s, measured right after | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| llama-index counterpart, measured right after | its q/s | its p50 ms | its p99 ms | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, base in rows:
         lines.append(f"| {r.contender} | {r.concurrency} | {r.requests} | {r.errors} | {r.rate:.1f} | "
-                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | {base:.1f} | {r.rate / base:.2f} |")
+                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | "
+                     f"{'+ cross-encoder' if base.contender == LLAMA_CE else 'retriever'} | {base.rate:.1f} | "
+                     f"{base.pct(50):.1f} | {base.pct(99):.1f} | {r.rate / base.rate:.2f} |")
     for b in baselines:
         lines.append(f"| {b.contender} (all runs pooled) | 1 | {b.requests} | 0 | {b.rate:.1f} | "
                      f"{b.pct(50):.1f} | {b.pct(95):.1f} | {b.pct(99):.1f} | | |")
     lines.append("")
     for backend, (now, peak) in rss.items():
-        lines.append(f"server process RSS after the run, encoder {backend}: {now:.0f} MB (peak {peak:.0f} MB)")
+        fd = f", {fds[backend]} open file descriptors" if fds and backend in fds else ""
+        lines.append(f"server process after the run, {backend}: RSS {now:.0f} MB (peak {peak:.0f} MB){fd}")
     return lines
 
 
 async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 60,
-              backends: tuple[str, ...] = ("auto", "torch")) -> list[str]:
+              backends: tuple[str, ...] = ("auto", "auto/none")) -> list[str]:
     """Each load row is followed at once by the in-process baselines, so that the ratio compares
     measurements taken under the same background load (this machine is shared)."""
     qs = questions()
@@ -228,7 +258,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
         urls: dict[str, str] = {}
         procs: dict[str, subprocess.Popen[bytes]] = {}
         logs: dict[str, Path] = {}
-        rows: list[tuple[Row, float]] = []
+        rows: list[tuple[Row, Row]] = []
         try:
             for b in backends:
                 port = free_port()
@@ -244,8 +274,12 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
                 for b in backends:
                     row = await load(urls[b], qs, c, n, cached=cached, offset=c,
                                      backend=b if len(backends) > 1 else None)
-                    rows.append((row, baselines.measure(qs, base_n, offset=c)[LLAMA].rate))
+                    label = LLAMA_CE if reranks(b) else LLAMA
+                    # the cross-encoder baseline costs ~10x a question: fewer, as many seconds
+                    m = max(10, base_n // 4) if label == LLAMA_CE else base_n
+                    rows.append((row, baselines.measure(qs, m, offset=c, only=(label,))[label]))
             rss = {b: rss_mb(p.pid) for b, p in procs.items()}
+            fds = {b: open_fds(p.pid) for b, p in procs.items()}
         finally:
             for p in procs.values():
                 p.terminate()
@@ -257,11 +291,11 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
         if any(r.errors for r, _ in rows):
             for log in logs.values():
                 print(log.read_text()[-3000:], file=sys.stderr)
-    return table(rows, baselines.pooled(), rss)
+    return table(rows, baselines.pooled(), rss, fds)
 
 
 def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None,
-         backends: tuple[str, ...] = ("auto", "torch")) -> list[str]:
+         backends: tuple[str, ...] = ("auto", "auto/none")) -> list[str]:
     return asyncio.run(run(levels or [1, 4, 16, 64], n, index_dir, backends=backends))
 
 
@@ -270,7 +304,8 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--index-dir", type=Path, help="an existing index [default: build one from data/notes]")
-    ap.add_argument("--backends", default="auto,torch", help="question-encoder backends, one server each")
+    ap.add_argument("--backends", default="auto,auto/none",
+                    help="ENCODER[/RERANKER] per server, e.g. auto (served defaults), auto/none, torch")
     a = ap.parse_args()
     lines = main([int(c) for c in a.concurrency.split(",")], a.requests, a.index_dir,
                  tuple(a.backends.split(",")))

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from index.answer.citations import SUPPORT_THRESHOLD
 from index.models.embedder import FEW_TEXTS, get_query_embedder
 from index.models.llm_server import LLMServerConfig, ManagedLLMServer
-from index.models.reranker import Reranker, get_reranker
+from index.models.reranker import BatchingReranker, Reranker, get_reranker
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -64,7 +64,7 @@ def managed_llm(settings: Settings) -> ManagedLLMServer | None:
 
 
 def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | None = None) -> QAEngine:
-    reranker = get_reranker(settings.reranker)  # a damaged model stops the start, naming its file
+    reranker = batched(get_reranker(settings.reranker), settings, metrics)  # a damaged model stops the start
     answerers, default = build_answerers(settings, llm, reranker)
     return QAEngine(
         settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
@@ -76,6 +76,19 @@ def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | N
         reranker=reranker, rerank_depth=settings.rerank_depth,
         linker=Linker(settings.corpus_root, settings.source_url_template),
     )
+
+
+def batched(reranker: Reranker | None, settings: Settings, metrics: Metrics) -> Reranker | None:
+    """The cross-encoder shared by concurrent requests through one encoder thread, with the
+    question encoder's window and batch bound (`BatchingReranker`)."""
+    if reranker is None or not hasattr(reranker, "score_pairs"):
+        return reranker
+
+    def observe(requests: int, pairs: int) -> None:
+        metrics.rerank_batch_size.observe(requests)
+
+    return BatchingReranker(reranker, window_s=settings.batch_window_ms / 1000,  # type: ignore[arg-type]
+                            max_requests=settings.batch_max, on_batch=observe)
 
 
 def configure_threads(settings: Settings) -> None:

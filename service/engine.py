@@ -24,6 +24,7 @@ import numpy as np
 
 from index import Embedder, Hit, Retriever, Snapshot, SnapshotError, current_path, load_snapshot
 from index.config import IndexConfig
+from index.models.embedder import encode_queries
 from index.models.reranker import Reranker
 from index.store.snapshot import SnapshotUnavailable, manifest_dict
 from service import logs
@@ -201,7 +202,7 @@ class MicroBatcher:
             texts = list(dict.fromkeys(t for t, _ in batch))
             self._last_size = len(batch)
             try:
-                vecs = await loop.run_in_executor(self._executor, self.embedder.encode, texts)
+                vecs = await loop.run_in_executor(self._executor, encode_queries, self.embedder, texts)
             except Exception as e:  # every waiting request gets the error, the loop goes on
                 for _, f in batch:
                     if not f.done():
@@ -277,11 +278,14 @@ class QAEngine:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for a in self.answerers.values():
             await a.aclose()
+        close = getattr(self.reranker, "close", None)  # the batching cross-encoder's thread
+        if close is not None:
+            await asyncio.to_thread(close)
 
     async def _load_embedder(self) -> None:
         try:
             embedder: Embedder = await asyncio.to_thread(self.embedder_factory)
-            await asyncio.to_thread(embedder.encode, ["warm-up"])  # the first forward pass is slow
+            await asyncio.to_thread(encode_queries, embedder, ["warm-up"])  # the first pass is slow
         except Exception as e:
             self.last_error = f"cannot load the embedding model: {e}"
             logs.event("embedder_failed", 40, error=str(e))
@@ -377,7 +381,8 @@ class QAEngine:
         served = self.current()
         assert self.embedder is not None
         return {**manifest_dict(served.snapshot), "device": self.embedder.device,
-                "encoder_backend": getattr(self.embedder, "backend", "torch"),
+                "encoder_backend": getattr(self.embedder, "query_backend", None)
+                or getattr(self.embedder, "backend", "torch"),
                 "answerer": self.default_answerer, "reranker": self.reranker_name}
 
     @property

@@ -19,6 +19,9 @@ class Metrics:
         self.embed_batch_size = Histogram(
             "notesrag_embed_batch_size", "Questions per encoder call", buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r)
+        self.rerank_batch_size = Histogram(
+            "notesrag_rerank_batch_size", "Requests per cross-encoder call", buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r)
         self.retrieval_seconds = Histogram(
             "notesrag_retrieval_seconds", "Retrieval time (FAISS, BM25, fusion, merge)", ["mode"],
             buckets=_LATENCY_BUCKETS, registry=r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -11,6 +12,12 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:  # the C parser (the `httptools` dependency); h11, pure Python, where it is missing
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpTools
+    HttpToolsProtocol: type | None = _HttpTools
+except ImportError:  # pragma: no cover - installed with the project
+    HttpToolsProtocol = None
+
 from service import logs
 from service.settings import Settings, SettingsError, get_settings, is_loopback
 
@@ -18,38 +25,43 @@ LOOPBACK = "127.0.0.1"
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-class ReadDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for reading each request, head and body.
+class ReadDeadline:
+    """A deadline for reading each request, head and body, for uvicorn's HTTP protocols.
 
     uvicorn bounds only the idle time between requests (`timeout_keep_alive`); a client that
     sends part of a request head and stops, or a byte a second, holds its connection for as
     long as it likes. Here the clock starts when the connection opens and again after each
     response; when the request is not wholly read by `read_timeout_s`, the connection gets a
-    408 (if nothing was answered yet) and is closed. Subclass it with the timeout set
-    (`read_deadline_protocol`)."""
+    408 (if nothing was answered yet) and is closed. Mixed into uvicorn's httptools protocol
+    (`ReadDeadlineProtocol`) or its h11 one (`ReadDeadlineH11Protocol`), whose attributes it
+    uses; subclass it with the timeout set (`read_deadline_protocol`)."""
 
     read_timeout_s: float = 10.0
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: Any
+    client: Any
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_after: object = None  # the cycle answered before the request being read
         self._arm(None)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         self._disarm_when_read()
 
     def on_response_complete(self) -> None:
         answered = self.cycle
-        super().on_response_complete()  # may start a pipelined request already read
+        super().on_response_complete()  # type: ignore[misc]  # may start a pipelined request read
         if not self.transport.is_closing():
             self._arm(answered)
             self._disarm_when_read()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self, answered: object) -> None:
         self._cancel()
@@ -78,8 +90,30 @@ class ReadDeadlineProtocol(H11Protocol):
         self.transport.close()
 
 
-def read_deadline_protocol(read_timeout_s: float) -> type[ReadDeadlineProtocol]:
-    return type("ReadDeadlineProtocol", (ReadDeadlineProtocol,), {"read_timeout_s": read_timeout_s})
+class ReadDeadlineH11Protocol(ReadDeadline, H11Protocol):
+    pass
+
+
+def _refused(self: Any, msg: str) -> None:
+    """httptools' 400 for a request its parser refuses (ambiguous framing such as both
+    Content-Length and Transfer-Encoding, a bad head), as the service's JSON error, with the
+    parser's reason; the connection is closed."""
+    exc = sys.exc_info()[1]  # called inside uvicorn's `except HttpParserError`
+    reason = f"malformed HTTP request: {exc}" if exc is not None and str(exc) else msg
+    body = json.dumps({"error": {"code": "bad_request", "message": reason}}).encode()
+    self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    self.transport.close()
+
+
+# httptools parses a request head in C, h11 in Python (README, "Throughput")
+ReadDeadlineProtocol: type[ReadDeadline] = ReadDeadlineH11Protocol if HttpToolsProtocol is None else \
+    type("ReadDeadlineProtocol", (ReadDeadline, HttpToolsProtocol), {"send_400_response": _refused})
+
+
+def read_deadline_protocol(read_timeout_s: float, h11: bool = False) -> type[ReadDeadline]:
+    base = ReadDeadlineH11Protocol if h11 else ReadDeadlineProtocol
+    return type(base.__name__, (base,), {"read_timeout_s": read_timeout_s})
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -47,9 +47,9 @@ class Settings(BaseSettings):
     corpus_root: Path = Path("data/notes")
     model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     device: str = "auto"
-    # How the service encodes questions (index.models.embedder.BACKENDS): "auto" is ONNX on the CPU
-    # (the same vectors as torch, a question in less than half the time, and no torch in the
-    # server process until an ingest job needs it: ~420 MB RSS instead of ~940), torch on a GPU.
+    # How the service encodes questions (index.models.embedder.BACKENDS): "auto" is ONNX on the CPU,
+    # int8 for questions (QUESTIONS_INT8; "onnx" is fp32, the same vectors as torch), with no torch
+    # in the server process until an ingest job needs it (~420 MB RSS instead of ~940); torch on a GPU.
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     # How ingestion gives sentences their vectors: pooled from their leaf's one pass, or separate.
     sentence_vectors: Literal["pooled", "separate"] = "separate"
@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     log_json: bool = True
     log_level: str = "INFO"
 
-    # query embedding micro-batching and the answer cache
+    # micro-batching of query embedding and of the cross-encoder (the same window and bound), the answer cache
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000)
     batch_max: int = Field(default=32, ge=1, le=4096)
     cache_size: int = Field(default=1024, ge=0)  # 0: no cache

