@@ -135,7 +135,13 @@ def _prose(text: str, ln: _Line) -> list[tuple[int, int]]:
     each fragment joined to its neighbour (a lead-in ending in ':' to the one after it)."""
     if _words(ln.text) <= MAX_LINE_WORDS:
         return [(ln.start, ln.end)]
-    spans = [(ln.start + a, ln.start + b) for a, b in split_sentences(ln.text, min_chars=1)]
+    return _sentences(text, ln.start, ln.end)
+
+
+def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The sentences of `text[start:end]`, a fragment joined to the sentence before it and a
+    lead-in ending in ':' or '?' to the one after it."""
+    spans = [(start + a, start + b) for a, b in split_sentences(text[start:end], min_chars=1)]
     merged: list[list[int]] = []
     carry: int | None = None  # start of a lead-in waiting for its sentence
     for a, b in spans:
@@ -151,10 +157,35 @@ def _prose(text: str, ln: _Line) -> list[tuple[int, int]]:
         merged.append([a, b])
     if carry is not None:
         if merged:
-            merged[-1][1] = ln.end
+            merged[-1][1] = end
         else:
-            merged.append([carry, ln.end])
+            merged.append([carry, end])
     return [(a, b) for a, b in merged]
+
+
+def parts(u: Unit) -> list[Unit]:
+    """The smaller units inside `u` that may answer alone, in order; [] when it has none.
+
+    A prose unit of several sentences gives its sentences (a fragment stays with the one
+    before it); a diagram its arrow lines. A part keeps the unit's lead, and its kind is the
+    unit's (a diagram line is a "diagram" part). Items, lists and code are not cut: a
+    definition bullet keeps its term, a list has its items as units already, and the
+    cross-encoder reads a lone code line poorly."""
+    q = u.quote
+    spans: list[tuple[int, int]] = []
+    if u.kind in ("prose", "reply"):
+        spans = _sentences(q, 0, len(q))
+    elif u.kind == "diagram":
+        for ln in _lines(q):
+            if ln.kind == "fence" or _words(ln.text) == 0:
+                continue
+            if u.kind == "diagram" and ln.kind != "arrow":
+                continue  # the caption or lead-in: a fragment, context only
+            spans.append((ln.start, ln.end))
+    if len(spans) < 2:
+        return []
+    return [Unit(u.kind, u.start + a, u.start + b, q[a:b], u.lead, 1, lead_line=u.lead_line)
+            for a, b in spans]
 
 
 def units_of(text: str, offset: int = 0, heading: str = "") -> list[Unit]:

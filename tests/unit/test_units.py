@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from index.answer.units import Unit, asks_for_several, units_of
+from index.answer.units import Unit, asks_for_several, parts, units_of
 
 METRICS = """\
 - FID (Fréchet Inception Distance): measures distribution similarity. Lower is better.
@@ -121,3 +121,18 @@ def test_questions_that_ask_for_several_things() -> None:
     for q in ("What is Huber loss?", "Which GAN metric is lower-is-better?",
               "Which dimensions does batch normalization normalize over?"):
         assert not asks_for_several(q), q
+
+
+def test_parts_cut_prose_into_sentences_and_a_diagram_into_lines() -> None:
+    prose = units_of("LoRA updates the weights without altering them. Lower is better. It is fast to train.")[0]
+    assert [p.text for p in parts(prose)] == [
+        "LoRA updates the weights without altering them. Lower is better.",  # the fragment stays
+        "It is fast to train."]
+    diagram = units_of(NET)[1]
+    lines = parts(diagram)
+    assert [p.text for p in lines] == ["-> Conv1 -> 64*112*112", "-> Conv2 -> 256*56*56",
+                                       "-> FNN + Softmax -> 1000 classes"]  # the caption is no part
+    assert all(NET[p.start:p.end] == p.quote and p.kind == "diagram" for p in lines)
+    # a one-sentence line, an item, a list and a code block are not cut
+    assert parts(units_of("Only one sentence here, and it is whole.")[0]) == []
+    assert all(parts(u) == [] for u in units_of(METRICS) + units_of(CODE) if u.kind != "prose")
