@@ -68,6 +68,24 @@ def asks_for_sequence(question: str) -> bool:
     return bool(_SEQUENCE_QUESTION.search(question))
 
 
+_QUANTITY_QUESTION = re.compile(
+    r"\bhow (?:many|much|long|big|large|deep|wide|fast|often|old)\b|\bby how much\b|"
+    r"\bwhat (?:\w+ ){0,2}(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
+    r"ratio|epochs?|steps|timesteps|year|depth|width)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                     r"twenty|hundred|thousands?|millions?|billions?|half|single|double)\b", re.IGNORECASE)
+
+
+def asks_for_quantity(question: str) -> bool:
+    """Whether a question asks for a number ("How many...", "What batch size...")."""
+    return bool(_QUANTITY_QUESTION.search(question))
+
+
+def states_number(text: str) -> bool:
+    """Whether a text states a number, in digits or in words."""
+    return bool(_NUMBER.search(text))
+
+
 def asks_for_several(question: str) -> bool:
     """Whether a question asks for several things ("What are...", "ways to", "stages")."""
     return bool(_LIST_QUESTION.search(question))

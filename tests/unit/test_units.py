@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from index.answer.units import Unit, asks_for_several, parts, units_of
+from index.answer.units import (
+    Unit,
+    asks_for_quantity,
+    asks_for_several,
+    parts,
+    states_number,
+    units_of,
+)
 
 METRICS = """\
 - FID (Fréchet Inception Distance): measures distribution similarity. Lower is better.
@@ -136,3 +143,14 @@ def test_parts_cut_prose_into_sentences_and_a_diagram_into_lines() -> None:
     # a one-sentence line, an item, a list and a code block are not cut
     assert parts(units_of("Only one sentence here, and it is whole.")[0]) == []
     assert all(parts(u) == [] for u in units_of(METRICS) + units_of(CODE) if u.kind != "prose")
+
+
+def test_questions_for_a_quantity_and_answers_that_state_one() -> None:
+    for q in ("How many attention heads does BERT-base have?", "What batch size was CLIP trained with?",
+              "How large is BERT's token vocabulary?", "What learning rate should I use with LoRA?",
+              "Which GPU memory is faster, and by how much?"):
+        assert asks_for_quantity(q), q
+    for q in ("How does LoRA fine-tune a model?", "What is Huber loss?", "Which tokenizer does GPT-2 use?"):
+        assert not asks_for_quantity(q), q
+    assert states_number("-> Conv1 -> 64*112*112") and states_number("about thirty thousand tokens")
+    assert not states_number("Split the image into non-overlapping windows.")
