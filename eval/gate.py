@@ -17,7 +17,8 @@ GATE_RUN = "hybrid+merge"
 
 # Measured on the 214-question set (issue 13: answer units scored by the packaged cross-encoder,
 # 4 units a question in calls of about one length, the logistic confidence, abstain threshold
-# 0.15, low-confidence flag under 0.5, a quantity question answered without a number penalised). The abstention floors changed on purpose: a false "not
+# 0.15, low-confidence flag under 0.5, a quantity question answered without a number
+# and a question naming what the index never mentions penalised). The abstention floors changed on purpose: a false "not
 # covered" is the failure a user trusts least, so recall was traded for precision; the
 # low-confidence flag is the softer abstention, and has floors of its own.
 MEASURED: dict[str, float] = {
@@ -28,9 +29,9 @@ MEASURED: dict[str, float] = {
     "answer_accuracy": 0.922,
     "f1": 0.405,
     "noanswer_precision": 1.000,
-    "noanswer_recall": 0.353,
-    "flagged_noanswer_precision": 0.741,
-    "flagged_noanswer_recall": 0.588,
+    "noanswer_recall": 0.382,
+    "flagged_noanswer_precision": 0.733,
+    "flagged_noanswer_recall": 0.647,
 }
 
 FLOORS: dict[str, float] = {
@@ -41,9 +42,9 @@ FLOORS: dict[str, float] = {
     "answer_accuracy": 0.91,
     "f1": 0.39,
     "noanswer_precision": 0.9,
-    "noanswer_recall": 0.3,
+    "noanswer_recall": 0.33,
     "flagged_noanswer_precision": 0.65,
-    "flagged_noanswer_recall": 0.5,
+    "flagged_noanswer_recall": 0.55,
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ from index.answer.units import (
     parts,
     states_number,
     units_of,
+    unknown_names,
+    vocabulary,
 )
 from index.models.reranker import Reranker, sigmoid
 from index.search.retriever import Hit
@@ -56,6 +59,23 @@ DEFAULT_LOW_CONFIDENCE = 0.5
 # abstention recall from 0.21 to 0.32 and the flag's recall from 0.47 to 0.62 (precision 0.67
 # -> 0.72), the same way on either half, with no answerable question abstaining.
 QUANTITY_PENALTY = 2.0
+# Taken off as well when the question names something no node of the index mentions.
+UNKNOWN_NAME_PENALTY = 2.0
+
+_VOCABULARIES: dict[int, tuple[weakref.ref[Snapshot], frozenset[str]]] = {}
+
+
+def _vocabulary(snapshot: Snapshot) -> frozenset[str]:
+    """The words of every node of `snapshot` and their headings, built once a snapshot."""
+    held = _VOCABULARIES.get(id(snapshot))
+    if held is not None and held[0]() is snapshot:
+        return held[1]
+    tree = snapshot.tree
+    vocab = vocabulary(t for n in tree.by_id.values() for t in (n.text, *n.heading_path))
+    for key in [k for k, (ref, _) in _VOCABULARIES.items() if ref() is None]:
+        del _VOCABULARIES[key]
+    _VOCABULARIES[id(snapshot)] = (weakref.ref(snapshot), vocab)
+    return vocab
 # Units the cross-encoder scores for one question: its cost grows with each (~15 ms a unit
 # on one busy CPU thread), and the cheap score's top few hold the answer.
 DEFAULT_UNITS_SCORED = 4
@@ -367,8 +387,10 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
         # a question for a quantity that the answer states no number for is likely not covered
         # ("How many attention heads does BERT-base have?" answered by the BERT embeddings line)
         missing = asks_for_quantity(question) and not any(states_number(c.unit.text) for c in chosen)
+        # a question naming what the notes never mention ("CIFAR-10", "PyTorch") likely is not covered
+        unknown = bool(unknown_names(question, _vocabulary(snapshot)))
         confidence = _confidence(ranked[0].score, max(c.cosine for c in cands),
-                                 QUANTITY_PENALTY if missing else 0.0)
+                                 (QUANTITY_PENALTY if missing else 0.0) + (UNKNOWN_NAME_PENALTY if unknown else 0.0))
     else:
         confidence = ranked[0].cosine
     if confidence < threshold:

@@ -11,6 +11,7 @@ follows it. Pure functions over text and offsets: nothing here knows about model
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from index.store.sentences import split_sentences
@@ -84,6 +85,34 @@ def asks_for_quantity(question: str) -> bool:
 def states_number(text: str) -> bool:
     """Whether a text states a number, in digits or in words."""
     return bool(_NUMBER.search(text))
+
+
+# A name in a question: a word with a capital or a digit past its first letter ("AdamW",
+# "CIFAR-10", "PyTorch"), an acronym, or a capitalised hyphenated word.
+_NAME = re.compile(r"\b(?:[A-Za-z]+[A-Z0-9][\w-]*|[A-Z][a-z]+(?:-\w+)+|[A-Z]{2,}\w*)\b")
+_ALNUM = re.compile(r"[a-z0-9]+")
+
+
+def vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    """The lower-case letter-and-digit runs of `texts`, for `unknown_names`."""
+    return frozenset(w for t in texts for w in _ALNUM.findall(t.lower()))
+
+
+def unknown_names(question: str, vocab: frozenset[str]) -> list[str]:
+    """The names in `question` (past its first word) that `vocab` never holds: neither the name
+    run together ("cifar10") nor its head (the letters it starts with, singular or plural, or
+    as the start of a word: "ResNet" in "resnet50")."""
+    out = []
+    for name in _NAME.findall(question.split(" ", 1)[1] if " " in question else ""):
+        pieces = _ALNUM.findall(name.lower())
+        joined = "".join(pieces)
+        if not pieces or {joined, joined.removesuffix("s")} & vocab:
+            continue
+        head = pieces[0].rstrip("0123456789")
+        if len(head) < 3 or {head, head.removesuffix("s")} & vocab or any(w.startswith(head) for w in vocab):
+            continue
+        out.append(name)
+    return out
 
 
 def asks_for_several(question: str) -> bool:

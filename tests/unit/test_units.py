@@ -9,6 +9,8 @@ from index.answer.units import (
     parts,
     states_number,
     units_of,
+    unknown_names,
+    vocabulary,
 )
 
 METRICS = """\
@@ -154,3 +156,12 @@ def test_questions_for_a_quantity_and_answers_that_state_one() -> None:
         assert not asks_for_quantity(q), q
     assert states_number("-> Conv1 -> 64*112*112") and states_number("about thirty thousand tokens")
     assert not states_number("Split the image into non-overlapping windows.")
+
+
+def test_names_the_notes_never_mention() -> None:
+    vocab = vocabulary(["ResNet50 uses skip connections.", "Adam keeps two moments; BERT uses MLM."])
+    assert unknown_names("What FID score is good on CIFAR-10 with PyTorch?", vocab) == ["FID", "CIFAR-10", "PyTorch"]
+    # run together, as the head of a word, or a plural: known
+    assert unknown_names("How does a ResNet train, and is ResNet-50 deep?", vocab) == []
+    assert unknown_names("Which moments does Adam keep in BERTs?", vocab) == []
+    assert unknown_names("AdamW", vocab) == []  # the first word of a question is no name
