@@ -16,17 +16,22 @@ from collections.abc import Mapping
 GATE_RUN = "hybrid+merge"
 
 # Measured on the 214-question set (issue 13: answer units scored by the packaged cross-encoder,
-# 4 units a question, abstain threshold 0.003). The abstention floors changed on purpose: a
-# false "not covered" is the failure a user trusts least, so recall was traded for precision.
+# 4 units a question in calls of about one length, the logistic confidence, abstain threshold
+# 0.15, low-confidence flag under 0.5, a quantity question answered without a number
+# and a question naming what the index never mentions penalised). The abstention floors changed on purpose: a false "not
+# covered" is the failure a user trusts least, so recall was traded for precision; the
+# low-confidence flag is the softer abstention, and has floors of its own.
 MEASURED: dict[str, float] = {
     "mrr@10": 0.961,
     "ndcg@10": 0.970,
     "recall@10": 1.000,
     "hit@1": 0.928,
-    "answer_accuracy": 0.911,
-    "f1": 0.400,
+    "answer_accuracy": 0.922,
+    "f1": 0.405,
     "noanswer_precision": 1.000,
-    "noanswer_recall": 0.265,
+    "noanswer_recall": 0.382,
+    "flagged_noanswer_precision": 0.733,
+    "flagged_noanswer_recall": 0.647,
 }
 
 FLOORS: dict[str, float] = {
@@ -34,10 +39,12 @@ FLOORS: dict[str, float] = {
     "ndcg@10": 0.96,
     "recall@10": 0.98,
     "hit@1": 0.91,
-    "answer_accuracy": 0.90,
+    "answer_accuracy": 0.91,
     "f1": 0.39,
     "noanswer_precision": 0.9,
-    "noanswer_recall": 0.2,
+    "noanswer_recall": 0.33,
+    "flagged_noanswer_precision": 0.65,
+    "flagged_noanswer_recall": 0.55,
 }
 
 

@@ -26,6 +26,7 @@ def metric_order(k: int) -> list[str]:
         f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "hit@1", f"hit@{k}",
         "answer_accuracy", "answerable_abstained", "f1", "em", "f1_answered", "answered_rate", "citation_support",
         "noanswer_precision", "noanswer_recall", "noanswer_f1",
+        "low_confidence_rate", "flagged_noanswer_precision", "flagged_noanswer_recall",
         "abstain_threshold", "noanswer_precision_at_best", "noanswer_recall_at_best",
         "noanswer_f1_at_best", "f1_at_best", "em_at_best", "answer_accuracy_at_best",
         "context_precision", "context_recall", "rouge_l", "semantic_similarity",

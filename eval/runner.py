@@ -210,6 +210,7 @@ class Outcome:
     context_tokens: int | None = None
     citation_support: float | None = None  # share of the answer's sentences their citation supports
     warnings: list[str] = field(default_factory=list)
+    low_confidence: bool = False  # answered with the low-confidence flag set
 
 
 class Backend(Protocol):
@@ -433,6 +434,7 @@ class LocalBackend:
                 context_tokens=sum(count(c) if count else len(c.split()) for c in contexts),
                 citation_support=support if answered else None,
                 warnings=warnings,
+                low_confidence=answered and raw.low_confidence,
             ))
             tick()
         return out
@@ -585,6 +587,7 @@ class HttpBackend:
                                    for c in contexts),
                 citation_support=asked.get("citation_support") if answered else None,
                 warnings=[str(w) for w in asked.get("warnings", [])],
+                low_confidence=answered and bool(asked.get("low_confidence", False)),
             ))
             tick()
         return out
@@ -696,6 +699,12 @@ def score_outcomes(dataset: Dataset, outcomes: Sequence[Outcome], k: int,
     golds = [q.answerable for q in questions]
     noanswer = noanswer_scores([o.answerable for o in outcomes], golds)
     metrics |= noanswer
+    # the low-confidence flag as a softer abstention: "not covered" or flagged
+    flagged = noanswer_scores([o.answerable and not o.low_confidence for o in outcomes], golds)
+    metrics["flagged_noanswer_precision"] = flagged["noanswer_precision"]
+    metrics["flagged_noanswer_recall"] = flagged["noanswer_recall"]
+    metrics["low_confidence_rate"] = (statistics.fmean(o.low_confidence for q, o in evidenced)
+                                      if evidenced else None)
     metrics |= _threshold_sweep(questions, outcomes, referenced)
 
     supports = [o.citation_support for o in outcomes if o.answerable and o.citation_support is not None]

@@ -56,6 +56,7 @@ class AnswerResult:
     warnings: list[str] = field(default_factory=list)
     citation_support: float | None = None  # share of the sentences a cited passage supports
     reranker: str | None = None  # the cross-encoder that scored the answer, if one did
+    low_confidence: bool = False  # answered under the low-confidence threshold (the extractive gate's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ class ExtractiveAnswerer:
                            max_sentences=self.max_sentences, threshold=self.threshold,
                            reranker=self.reranker, units_scored=self.units_scored)
         return AnswerResult(a.text, a.answerable, list(a.citations), float(a.confidence), self.name,
-                            reranker=a.reranker)
+                            reranker=a.reranker, low_confidence=a.low_confidence)
 
     async def answer(self, req: AnswerRequest) -> AnswerResult:
         return await asyncio.to_thread(self.answer_sync, req)
@@ -182,7 +183,8 @@ class LLMAnswerer:
             extractive.warnings.append(f"LLM answer rejected ({why}); this is the extractive answer")
             return extractive
         return AnswerResult(checked.text, True, checked.citations, extractive.confidence, self.name,
-                            checked.warnings, checked.citation_support)
+                            checked.warnings, checked.citation_support, extractive.reranker,
+                            extractive.low_confidence)
 
     @staticmethod
     def _fallen_back(extractive: AnswerResult, why: str) -> AnswerResult:

@@ -104,6 +104,7 @@ def build_mcp(engine: Callable[[], QAEngine], store: Callable[[], FeedbackStore 
         a = r.answer
         answer_id = await remember(store(), new_answer_id(), q.question, r)
         return {"answer": a.text, "answerable": a.answerable, "confidence": round(a.confidence, 4),
+                "low_confidence": a.low_confidence,
                 "citations": [citation_dict(c) for c in a.citations], "snapshot": r.snapshot,
                 "answer_id": answer_id}
 

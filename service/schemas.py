@@ -107,8 +107,10 @@ class ContextOut(BaseModel):
 
 class AskResponse(BaseModel):
     answer: str = Field(description=NOTE_TEXT)
-    answerable: bool
-    confidence: float
+    answerable: bool = Field(description="false: the notes are taken not to cover the question")
+    confidence: float = Field(description="the calibrated probability that the notes answer the question")
+    low_confidence: bool = Field(
+        False, description="answered, but with a confidence under the low-confidence threshold: check the citations")
     citations: list[CitationOut]
     contexts: list[ContextOut]
     timings: dict[str, float]
@@ -125,6 +127,7 @@ class AskResponse(BaseModel):
     def of(cls, r: QAResult, answer_id: str = "") -> AskResponse:
         a = r.answer
         return cls(answer_id=answer_id, answer=a.text, answerable=a.answerable, confidence=round(a.confidence, 4),
+                   low_confidence=a.low_confidence,
                    citations=[CitationOut.of(c) for c in a.citations],
                    contexts=[ContextOut.of(i, h) for i, h in enumerate(r.hits, 1)],
                    timings=r.timings.as_dict(), snapshot=r.snapshot, answerer=a.answerer, cached=r.cached,

@@ -11,6 +11,7 @@ follows it. Pure functions over text and offsets: nothing here knows about model
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from index.store.sentences import split_sentences
@@ -66,6 +67,52 @@ _SEQUENCE_QUESTION = re.compile(
 def asks_for_sequence(question: str) -> bool:
     """Whether a question asks for stages or a structure, as a diagram or code shows them."""
     return bool(_SEQUENCE_QUESTION.search(question))
+
+
+_QUANTITY_QUESTION = re.compile(
+    r"\bhow (?:many|much|long|big|large|deep|wide|fast|often|old)\b|\bby how much\b|"
+    r"\bwhat (?:\w+ ){0,2}(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
+    r"ratio|epochs?|steps|timesteps|year|depth|width)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                     r"twenty|hundred|thousands?|millions?|billions?|half|single|double)\b", re.IGNORECASE)
+
+
+def asks_for_quantity(question: str) -> bool:
+    """Whether a question asks for a number ("How many...", "What batch size...")."""
+    return bool(_QUANTITY_QUESTION.search(question))
+
+
+def states_number(text: str) -> bool:
+    """Whether a text states a number, in digits or in words."""
+    return bool(_NUMBER.search(text))
+
+
+# A name in a question: a word with a capital or a digit past its first letter ("AdamW",
+# "CIFAR-10", "PyTorch"), an acronym, or a capitalised hyphenated word.
+_NAME = re.compile(r"\b(?:[A-Za-z]+[A-Z0-9][\w-]*|[A-Z][a-z]+(?:-\w+)+|[A-Z]{2,}\w*)\b")
+_ALNUM = re.compile(r"[a-z0-9]+")
+
+
+def vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    """The lower-case letter-and-digit runs of `texts`, for `unknown_names`."""
+    return frozenset(w for t in texts for w in _ALNUM.findall(t.lower()))
+
+
+def unknown_names(question: str, vocab: frozenset[str]) -> list[str]:
+    """The names in `question` (past its first word) that `vocab` never holds: neither the name
+    run together ("cifar10") nor its head (the letters it starts with, singular or plural, or
+    as the start of a word: "ResNet" in "resnet50")."""
+    out = []
+    for name in _NAME.findall(question.split(" ", 1)[1] if " " in question else ""):
+        pieces = _ALNUM.findall(name.lower())
+        joined = "".join(pieces)
+        if not pieces or {joined, joined.removesuffix("s")} & vocab:
+            continue
+        head = pieces[0].rstrip("0123456789")
+        if len(head) < 3 or {head, head.removesuffix("s")} & vocab or any(w.startswith(head) for w in vocab):
+            continue
+        out.append(name)
+    return out
 
 
 def asks_for_several(question: str) -> bool:
@@ -135,7 +182,13 @@ def _prose(text: str, ln: _Line) -> list[tuple[int, int]]:
     each fragment joined to its neighbour (a lead-in ending in ':' to the one after it)."""
     if _words(ln.text) <= MAX_LINE_WORDS:
         return [(ln.start, ln.end)]
-    spans = [(ln.start + a, ln.start + b) for a, b in split_sentences(ln.text, min_chars=1)]
+    return _sentences(text, ln.start, ln.end)
+
+
+def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The sentences of `text[start:end]`, a fragment joined to the sentence before it and a
+    lead-in ending in ':' or '?' to the one after it."""
+    spans = [(start + a, start + b) for a, b in split_sentences(text[start:end], min_chars=1)]
     merged: list[list[int]] = []
     carry: int | None = None  # start of a lead-in waiting for its sentence
     for a, b in spans:
@@ -151,10 +204,35 @@ def _prose(text: str, ln: _Line) -> list[tuple[int, int]]:
         merged.append([a, b])
     if carry is not None:
         if merged:
-            merged[-1][1] = ln.end
+            merged[-1][1] = end
         else:
-            merged.append([carry, ln.end])
+            merged.append([carry, end])
     return [(a, b) for a, b in merged]
+
+
+def parts(u: Unit) -> list[Unit]:
+    """The smaller units inside `u` that may answer alone, in order; [] when it has none.
+
+    A prose unit of several sentences gives its sentences (a fragment stays with the one
+    before it); a diagram its arrow lines. A part keeps the unit's lead, and its kind is the
+    unit's (a diagram line is a "diagram" part). Items, lists and code are not cut: a
+    definition bullet keeps its term, a list has its items as units already, and the
+    cross-encoder reads a lone code line poorly."""
+    q = u.quote
+    spans: list[tuple[int, int]] = []
+    if u.kind in ("prose", "reply"):
+        spans = _sentences(q, 0, len(q))
+    elif u.kind == "diagram":
+        for ln in _lines(q):
+            if ln.kind == "fence" or _words(ln.text) == 0:
+                continue
+            if u.kind == "diagram" and ln.kind != "arrow":
+                continue  # the caption or lead-in: a fragment, context only
+            spans.append((ln.start, ln.end))
+    if len(spans) < 2:
+        return []
+    return [Unit(u.kind, u.start + a, u.start + b, q[a:b], u.lead, 1, lead_line=u.lead_line)
+            for a, b in spans]
 
 
 def units_of(text: str, offset: int = 0, heading: str = "") -> list[Unit]:

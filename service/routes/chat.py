@@ -53,7 +53,8 @@ def _extra(r: QAResult, answer_id: str = "") -> dict[str, Any]:
     a = r.answer
     return {
         "citations": [CitationOut.of(c).model_dump() for c in a.citations],
-        "notesrag": {"answer_id": answer_id, "answerable": a.answerable, "confidence": round(a.confidence, 4), "snapshot": r.snapshot,
+        "notesrag": {"answer_id": answer_id, "answerable": a.answerable, "confidence": round(a.confidence, 4),
+                     "low_confidence": a.low_confidence, "snapshot": r.snapshot,
                      "answerer": a.answerer, "reranker": a.reranker, "warnings": list(a.warnings), "cached": r.cached,
                      "citation_support": a.citation_support,
                      "timings": r.timings.as_dict(), "retrieval_query": r.retrieval_query,

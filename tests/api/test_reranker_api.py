@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from index.answer.extractive import DEFAULT_LOW_CONFIDENCE
 from index.models.reranker import PACKAGED_NAME, BatchingReranker, RerankerError, packaged_dir
 from service.app import build_engine
 from service.metrics import Metrics
@@ -22,11 +23,16 @@ async def test_readyz_and_answers_name_the_reranker(api: httpx.AsyncClient) -> N
     body = (await api.post("/v1/ask", json={"question": "Which GAN metric is lower-is-better?"})).json()
     assert body["reranker"] == PACKAGED_NAME
     assert body["answerable"] is True and 0.0 < body["confidence"] <= 1.0
+    assert body["low_confidence"] is (body["confidence"] < DEFAULT_LOW_CONFIDENCE)
     assert body["answer"].startswith("FID (Fréchet Inception Distance)")
     # scored on the cross-encoder's shared encoder thread, which counts its batches
     metrics = (await api.get("/metrics")).text
     count = re.search(r"^notesrag_rerank_batch_size_count (\S+)$", metrics, re.M)
     assert count is not None and float(count.group(1)) >= 1, metrics[:2000]
+    chat = (await api.post("/v1/chat/completions", json={
+        "model": "notesrag", "messages": [{"role": "user", "content": "How do I boil an egg?"}]})).json()
+    meta = chat["notesrag"]  # off the notes: "not covered", which is no flagged answer
+    assert meta["answerable"] is False and meta["low_confidence"] is False and meta["confidence"] < 0.15
 
 
 def test_a_damaged_reranker_fails_the_start_naming_its_file(tmp_path: Path) -> None:

@@ -71,3 +71,19 @@ def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, r
     assert "FID" in tree[leaves[0][0]].text
     with pytest.raises(ValueError, match="rerank depth must be >= 0, got -1"):
         Retriever(notes_snapshot, embedder, reranker=reranker, rerank_depth=-1)
+
+
+@pytest.mark.slow
+def test_confidence_flags_rather_than_withholds(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
+    def ask(q: str, **kw):  # type: ignore[no-untyped-def]
+        qv = notes_retriever.embed_queries([q])[0]
+        return extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
+                              notes_retriever.snapshot, reranker=reranker, **kw)
+
+    sure = ask("What is Huber loss?")
+    assert sure.answerable and not sure.low_confidence and sure.confidence > 0.9
+    off = ask("How do I roll back a Kubernetes deployment to a previous revision?")
+    assert not off.answerable and off.confidence < 0.15 and not off.low_confidence
+    # between the two thresholds: an answer, flagged
+    flagged = ask("What is Huber loss?", low_confidence=1.0)
+    assert flagged.answerable and flagged.low_confidence and flagged.text == sure.text

@@ -59,3 +59,19 @@ def test_threshold_and_arguments(notes_retriever):
     assert not extract_answer(q, qv, [], snap).answerable
     with pytest.raises(ValueError, match="max_sentences must be >= 1, got 0"):
         extract_answer(q, qv, hits, snap, max_sentences=0)
+
+
+def test_units_scored_in_calls_of_one_length_keep_their_order(reranker):
+    from index.answer.extractive import _score_by_length
+
+    q = "Which GAN metric is lower-is-better?"
+    passages = ["FID: measures distribution similarity between generated and real images. Lower is better.",
+                "asyncio runs coroutines in one thread.",
+                "PSNR focuses on pixel-level difference between two images of the same size. Higher is better.",
+                "Boil the egg."]
+    grouped = _score_by_length(reranker, q, passages)
+    alone = [float(reranker.score(q, [p])[0]) for p in passages]
+    assert grouped.shape == (4,)
+    # int8 activation scales follow the batch, so a logit moves a little with its company
+    assert max(abs(g - a) for g, a in zip(grouped, alone, strict=True)) < 0.5
+    assert int(grouped.argmax()) == 0 and sorted(range(4), key=lambda i: -grouped[i])[:2] == [0, 2]

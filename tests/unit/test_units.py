@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from index.answer.units import Unit, asks_for_several, units_of
+from index.answer.units import (
+    Unit,
+    asks_for_quantity,
+    asks_for_several,
+    parts,
+    states_number,
+    units_of,
+    unknown_names,
+    vocabulary,
+)
 
 METRICS = """\
 - FID (Fréchet Inception Distance): measures distribution similarity. Lower is better.
@@ -121,3 +130,38 @@ def test_questions_that_ask_for_several_things() -> None:
     for q in ("What is Huber loss?", "Which GAN metric is lower-is-better?",
               "Which dimensions does batch normalization normalize over?"):
         assert not asks_for_several(q), q
+
+
+def test_parts_cut_prose_into_sentences_and_a_diagram_into_lines() -> None:
+    prose = units_of("LoRA updates the weights without altering them. Lower is better. It is fast to train.")[0]
+    assert [p.text for p in parts(prose)] == [
+        "LoRA updates the weights without altering them. Lower is better.",  # the fragment stays
+        "It is fast to train."]
+    diagram = units_of(NET)[1]
+    lines = parts(diagram)
+    assert [p.text for p in lines] == ["-> Conv1 -> 64*112*112", "-> Conv2 -> 256*56*56",
+                                       "-> FNN + Softmax -> 1000 classes"]  # the caption is no part
+    assert all(NET[p.start:p.end] == p.quote and p.kind == "diagram" for p in lines)
+    # a one-sentence line, an item, a list and a code block are not cut
+    assert parts(units_of("Only one sentence here, and it is whole.")[0]) == []
+    assert all(parts(u) == [] for u in units_of(METRICS) + units_of(CODE) if u.kind != "prose")
+
+
+def test_questions_for_a_quantity_and_answers_that_state_one() -> None:
+    for q in ("How many attention heads does BERT-base have?", "What batch size was CLIP trained with?",
+              "How large is BERT's token vocabulary?", "What learning rate should I use with LoRA?",
+              "Which GPU memory is faster, and by how much?"):
+        assert asks_for_quantity(q), q
+    for q in ("How does LoRA fine-tune a model?", "What is Huber loss?", "Which tokenizer does GPT-2 use?"):
+        assert not asks_for_quantity(q), q
+    assert states_number("-> Conv1 -> 64*112*112") and states_number("about thirty thousand tokens")
+    assert not states_number("Split the image into non-overlapping windows.")
+
+
+def test_names_the_notes_never_mention() -> None:
+    vocab = vocabulary(["ResNet50 uses skip connections.", "Adam keeps two moments; BERT uses MLM."])
+    assert unknown_names("What FID score is good on CIFAR-10 with PyTorch?", vocab) == ["FID", "CIFAR-10", "PyTorch"]
+    # run together, as the head of a word, or a plural: known
+    assert unknown_names("How does a ResNet train, and is ResNet-50 deep?", vocab) == []
+    assert unknown_names("Which moments does Adam keep in BERTs?", vocab) == []
+    assert unknown_names("AdamW", vocab) == []  # the first word of a question is no name
