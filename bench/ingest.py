@@ -149,7 +149,9 @@ def _first_files(src: Path, dst: Path, count: int | None) -> tuple[int, int]:
     """Copy the first `count` files of `src` (sorted by name; all when None) into `dst`."""
     import shutil
 
-    files = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))[:count]
+    from index.ingestion.documents import discover
+
+    files = sorted(discover([src]))[:count]  # the files ingestion would read, not a cache's own
     for p in files:
         shutil.copyfile(p, dst / p.name)
     return len(files), sum(p.stat().st_size for p in files)

@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--index-dir", type=Path, default=Path("var/eval-cache"), help="eval cache of BEIR sets")
     ap.add_argument("--notes-index-dir", type=Path, default=Path("var/eval-cache"),
                     help="eval cache of JSONL sets")
-    ap.add_argument("--sentence-vectors", default="separate", choices=("pooled", "separate"),
+    ap.add_argument("--sentence-vectors", default="pooled", choices=("pooled", "separate"),
                     help="the cache key's sentence vectors (pick the one the cache was built with)")
     ap.add_argument("--modes", default="hybrid+merge", help="comma-separated, as notesrag eval takes them")
     ap.add_argument("--rrf-k", default="5")
@@ -170,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--weights", default="1", help="the reranker's share of the score, comma-separated")
     ap.add_argument("--baselines", default="bm25", help="bm25, bm25,dense or none")
     ap.add_argument("--limit", type=int, help="the first N questions of each set")
+    ap.add_argument("--snapshot", action="append", type=Path, default=[], metavar="DIR",
+                    help="an index directory to load as it is for the --set of the same place "
+                         "(nothing ingested; its manifest names the corpus files); repeatable")
     ap.add_argument("--reranker-cache", type=Path, metavar="FILE",
                     help="keep the cross-encoder's scores in FILE (JSON) between runs")
     ap.add_argument("--reranker-threads", type=int, default=1)
@@ -197,7 +200,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             dataset = replace(dataset, questions=dataset.questions[:a.limit])
         cache = IndexCache(a.index_dir if path.is_dir() else a.notes_index_dir, a.sentence_vectors)
         corpus, doc_of = cache.corpus_for(dataset)
-        snapshot = cache.snapshot(corpus, (2048, 512, 128), embedder)
+        given = a.snapshot[a.set.index(path)] if a.set.index(path) < len(a.snapshot) else None
+        if given is not None and str(given) != "-":
+            from index import load_snapshot
+
+            snapshot = load_snapshot(given)
+            snapshot.check_embedder(embedder.model_name, embedder.dim)
+        else:
+            snapshot = cache.snapshot(corpus, (2048, 512, 128), embedder)
         questions = [q.question for q in dataset.answerable]
         vectors = dict(zip(questions, encode_queries(embedder, questions), strict=True))
         name = path.name

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the local server) when no NOTESRAG_LLM_BASE_URL names another")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help="where the reports go [default: %(default)s]")
-    p.add_argument("--sentence-vectors", choices=("pooled", "separate"), default="separate",
+    p.add_argument("--sentence-vectors", choices=("pooled", "separate"), default="pooled",
                    help="how in-process indexes give sentences their vectors: pooled from their "
                         "leaf's pass, or a pass of their own [default: %(default)s]")
     p.add_argument("--index-dir", type=Path, metavar="DIR",

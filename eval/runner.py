@@ -257,7 +257,7 @@ class IndexCache:
     With `root=None` everything lives in a temporary directory removed by `close`.
     """
 
-    def __init__(self, root: Path | None, sentence_vectors: str = "separate") -> None:
+    def __init__(self, root: Path | None, sentence_vectors: str = "pooled") -> None:
         self.sentence_vectors = sentence_vectors
         self._tmp = None if root is not None else tempfile.mkdtemp(prefix="notesrag-eval-")
         self.root = Path(root) if root is not None else Path(self._tmp)  # type: ignore[arg-type]

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # server process until an ingest job needs it: ~420 MB RSS instead of ~940), torch on a GPU.
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     # How ingestion gives sentences their vectors: pooled from their leaf's one pass, or separate.
-    sentence_vectors: Literal["pooled", "separate"] = "separate"
+    sentence_vectors: Literal["pooled", "separate"] = "pooled"
     chunk_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [2048, 512, 128])
     chunk_overlap: int = 20
     hnsw_threshold: int = 100_000
