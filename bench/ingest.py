@@ -58,12 +58,13 @@ def worker(kind: str, corpus: Path) -> dict[str, float]:
     emb = get_embedder()
     emb.encode(["warm up"])
     out: dict[str, float] = {}
-    if kind == "ours":
-        from index import ingest_sync
+    if kind in ("ours", "ours-pooled"):
+        from index import IndexConfig, ingest_sync
 
+        config = IndexConfig(sentence_vectors="pooled" if kind == "ours-pooled" else "separate")
         with tempfile.TemporaryDirectory() as idx:
             t = time.perf_counter()
-            r = ingest_sync([corpus], idx, embedder=emb)
+            r = ingest_sync([corpus], idx, config, embedder=emb)
             out["seconds"] = time.perf_counter() - t
             out["chunks"] = r.leaves_embedded
             out["sentences"] = r.sentences_embedded
@@ -127,7 +128,8 @@ def _run(kind: str, corpus: Path) -> dict[str, float]:
 
 CONTENDERS = (("raw", "raw SentenceTransformer.encode, leaves"),
               ("raw+sentences", "raw encode, leaves + their sentences (what ingest embeds)"),
-              ("ours", "notesrag ingest, end to end"),
+              ("ours", "notesrag ingest, end to end, sentences embedded apart"),
+              ("ours-pooled", "notesrag ingest, end to end, sentence vectors pooled from the leaf pass"),
               ("ray", "notesrag ingest --engine ray, local Ray started by the run, {actors}"),
               ("ray-joined", "notesrag ingest --engine ray, joining a running Ray, {actors}"),
               ("llamaindex", "llama-index VectorStoreIndex"))
@@ -143,9 +145,24 @@ def _ratio(rate: float, rates: dict[str, float], to: str) -> str:
     return f"{rate / rates[to]:.2f}" if to in rates else "-"
 
 
-def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 1) -> list[str]:
+def _first_files(src: Path, dst: Path, count: int | None) -> tuple[int, int]:
+    """Copy the first `count` files of `src` (sorted by name; all when None) into `dst`."""
+    import shutil
+
+    from index.ingestion.documents import discover
+
+    files = sorted(discover([src]))[:count]  # the files ingestion would read, not a cache's own
+    for p in files:
+        shutil.copyfile(p, dst / p.name)
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 1,
+         corpus: Path | None = None, files: int | None = None) -> list[str]:
     """The tables. `contenders`: a subset of CONTENDERS' keys; `rounds`: runs of each, taken in
-    turn (on a shared machine, load then falls on every contender alike), the median reported."""
+    turn (on a shared machine, load then falls on every contender alike), the median reported.
+    `corpus`: a folder of files (say the SciFact abstracts `notesrag eval --beir` writes to its
+    cache) instead of the built corpora, its first `files` files when given."""
     from bench.corpus import build
 
     kinds = [k for k, _ in CONTENDERS if contenders is None or k in contenders]
@@ -156,9 +173,12 @@ def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 
     phases = ["", "| corpus | Ray run | " + " | ".join(f"{label} s" for _, label in PHASES) + " |",
               "|---|---|" + "---|" * len(PHASES)]
     actors = f"{len(os.sched_getaffinity(0))} CPU actors"
-    for mb in sizes:
+    for mb in ([0.0] if corpus is not None else sizes):
         with tempfile.TemporaryDirectory() as d:
-            files, nbytes = build(Path(d), int(mb * 1_000_000))
+            if corpus is not None:
+                nfiles, nbytes = _first_files(corpus, Path(d), files)
+            else:
+                nfiles, nbytes = build(Path(d), int(mb * 1_000_000))
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
             for _ in range(rounds):
                 for k in kinds:
@@ -166,21 +186,22 @@ def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 
             res = {k: sorted(v, key=lambda r: r["seconds"])[(len(v) - 1) // 2] for k, v in runs.items()}
             rates = {k: r["chunks"] / r["seconds"] for k, r in res.items()}
             tok_per_chunk = res["raw"]["tokens"] / res["raw"]["chunks"] if "raw" in res else None
-            corpus = f"{nbytes / 1e6:.2f} MB, {files} files"
+            label_of = f"{corpus.name}, " if corpus is not None else ""
+            name = f"{label_of}{nbytes / 1e6:.2f} MB, {nfiles} files"
 
             for k, label in CONTENDERS:
                 if k not in res:
                     continue
                 r, rate = res[k], rates[k]
                 tokens = f"{rate * tok_per_chunk:.0f}" if tok_per_chunk else "-"
-                lines.append(f"| {corpus} | {label.format(actors=actors)} | {r['chunks']:.0f} | "
+                lines.append(f"| {name} | {label.format(actors=actors)} | {r['chunks']:.0f} | "
                              f"{r['seconds']:.1f} | {rate:.1f} | {tokens} | "
                              f"{max(x['peak_rss_mb'] for x in runs[k]):.0f} | {_ratio(rate, rates, 'raw')} | "
                              f"{_ratio(rate, rates, 'raw+sentences')} | {_ratio(rate, rates, 'ours')} |")
             for k in ("ray", "ray-joined"):
                 if k in res:
                     at = [res[k].get(f"at {stage}", 0.0) for stage, _ in PHASES] + [res[k]["seconds"]]
-                    phases.append(f"| {corpus} | {k} | "
+                    phases.append(f"| {name} | {k} | "
                                   + " | ".join(f"{b - a:.1f}" for a, b in itertools.pairwise(at)) + " |")
     if rounds > 1:
         lines.append(f"\nmedians of {rounds} rounds (the lower middle one for an even count), contenders taken in "
@@ -195,9 +216,13 @@ if __name__ == "__main__":
     ap.add_argument("--sizes", default="0.25,1")
     ap.add_argument("--contenders", help=f"comma-separated, of {','.join(k for k, _ in CONTENDERS)}")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each contender, in turn; medians")
+    ap.add_argument("--from", dest="source", type=Path, metavar="DIR",
+                    help="ingest the files of DIR instead of the built corpora (--sizes is ignored)")
+    ap.add_argument("--files", type=int, metavar="N", help="with --from: its first N files by name")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(a.worker, a.corpus)))
     else:
         print("\n".join(main([float(s) for s in a.sizes.split(",")],
-                             a.contenders.split(",") if a.contenders else None, a.rounds)))
+                             a.contenders.split(",") if a.contenders else None, a.rounds,
+                             a.source, a.files)))

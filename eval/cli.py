@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "CrossEncoder name [default: $NOTESRAG_RERANKER or auto]")
     p.add_argument("--rerank-depth", type=int, default=0, metavar="N",
                    help="fused leaves the cross-encoder reranks before auto-merge [default: 0]")
+    p.add_argument("--rerank-weight", type=float, default=None, metavar="W",
+                   help="the cross-encoder's share of a reranked leaf's score, the rest its fused "
+                        "score [default: the service's, index.search.retriever.DEFAULT_RERANK_WEIGHT]")
     p.add_argument("--url", metavar="URL",
                    help="score a running service (GET /v1/search, POST /v1/ask) instead of "
                         "an in-process index")
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the local server) when no NOTESRAG_LLM_BASE_URL names another")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help="where the reports go [default: %(default)s]")
-    p.add_argument("--sentence-vectors", choices=("pooled", "separate"), default="separate",
+    p.add_argument("--sentence-vectors", choices=("pooled", "separate"), default="pooled",
                    help="how in-process indexes give sentences their vectors: pooled from their "
                         "leaf's pass, or a pass of their own [default: %(default)s]")
     p.add_argument("--index-dir", type=Path, metavar="DIR",
@@ -161,6 +164,10 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
         raise EvalError(f"--answer-k must be at least 1, got {args.answer_k}")
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit must be at least 1, got {args.limit}")
+    if args.rerank_depth < 0:
+        raise EvalError(f"--rerank-depth must be at least 0, got {args.rerank_depth}")
+    if args.rerank_weight is not None and not 0.0 <= args.rerank_weight <= 1.0:
+        raise EvalError(f"--rerank-weight must be in [0, 1], got {args.rerank_weight}")
     if args.abstain_threshold is not None and not -1.0 <= args.abstain_threshold <= 1.0:
         raise EvalError(f"--abstain-threshold must be in [-1, 1], got {args.abstain_threshold}")
     if args.corpus is not None and (args.beir is not None or args.squad is not None):
@@ -235,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = LocalBackend(dataset, cache, embedder, answer_k=args.answer_k,
                                    abstain_threshold=args.abstain_threshold, progress=progress,
                                    reranker=args.reranker or os.environ.get("NOTESRAG_RERANKER", "auto"),
-                                   rerank_depth=args.rerank_depth, llm=llm)
+                                   rerank_depth=args.rerank_depth, rerank_weight=args.rerank_weight,
+                                   llm=llm)
         ragas = None
         if not args.no_ragas:
             from eval.ragas_metrics import LLMConfig, RagasScorer

@@ -258,7 +258,7 @@ class IndexCache:
     With `root=None` everything lives in a temporary directory removed by `close`.
     """
 
-    def __init__(self, root: Path | None, sentence_vectors: str = "separate") -> None:
+    def __init__(self, root: Path | None, sentence_vectors: str = "pooled") -> None:
         self.sentence_vectors = sentence_vectors
         self._tmp = None if root is not None else tempfile.mkdtemp(prefix="notesrag-eval-")
         self.root = Path(root) if root is not None else Path(self._tmp)  # type: ignore[arg-type]
@@ -322,6 +322,7 @@ class LocalBackend:
                  answer_k: int = DEFAULT_ANSWER_K, abstain_threshold: float | None = None,
                  max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
                  progress: bool = False, reranker: Any = "auto", rerank_depth: int = 0,
+                 rerank_weight: float | None = None,
                  llm: LLMEndpoint | None = None) -> None:
         from index import get_embedder
         from index.models.reranker import get_reranker
@@ -339,6 +340,13 @@ class LocalBackend:
         # "none", or a Reranker object
         self.reranker = get_reranker(reranker) if isinstance(reranker, str) else reranker
         self.rerank_depth = rerank_depth  # fused leaves the cross-encoder reranks before merge
+        if rerank_weight is None:
+            from index.search.retriever import DEFAULT_RERANK_WEIGHT
+
+            rerank_weight = DEFAULT_RERANK_WEIGHT
+        self.rerank_weight = rerank_weight
+        if self.reranker is not None and rerank_depth:
+            self.description = f"in-process, top {rerank_depth} fused leaves reranked (weight {rerank_weight})"
         self._snapshots: dict[tuple[int, ...], Any] = dict(snapshots or {})
         self._vectors: dict[str, Any] = {}
         self.embed_s_per_question = 0.0
@@ -382,7 +390,8 @@ class LocalBackend:
 
         snapshot = self.snapshot(spec.chunk_sizes)
         retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold,
-                              reranker=self.reranker, rerank_depth=self.rerank_depth)
+                              reranker=self.reranker, rerank_depth=self.rerank_depth,
+                              rerank_weight=self.rerank_weight)
         self._query_vectors(questions)
         threshold = self.threshold()
         count = getattr(self.embedder, "token_count", None)

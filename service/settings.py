@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index.config import MAX_FILE_BYTES, IndexConfig
+from index.search.retriever import DEFAULT_RERANK_WEIGHT
 
 Scope = Literal["query", "admin"]
 SCOPES: tuple[str, ...] = ("query", "admin")
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     # in the server process until an ingest job needs it (~420 MB RSS instead of ~940); torch on a GPU.
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     # How ingestion gives sentences their vectors: pooled from their leaf's one pass, or separate.
-    sentence_vectors: Literal["pooled", "separate"] = "separate"
+    sentence_vectors: Literal["pooled", "separate"] = "pooled"
     chunk_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [2048, 512, 128])
     chunk_overlap: int = 20
     hnsw_threshold: int = 100_000
@@ -132,6 +133,9 @@ class Settings(BaseSettings):
     # fused leaves it reranks before auto-merge (0: none; see the README's quality table).
     units_scored: int = Field(default=4, ge=1, le=64)
     rerank_depth: int = Field(default=0, ge=0, le=200)
+    # A reranked leaf's score: this share the cross-encoder's probability, the rest its fused
+    # score over the best fused score (index.search.retriever.mix_rerank); 1: the cross-encoder alone.
+    rerank_weight: float = Field(default=DEFAULT_RERANK_WEIGHT, ge=0, le=1)
     max_sentences: int = Field(default=2, ge=1, le=10)
     llm_base_url: str | None = None  # an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1
     llm_model: str = "default"

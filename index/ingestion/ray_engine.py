@@ -263,7 +263,7 @@ class _EncodeLeaves:
     """
 
     def __init__(self, model: str | None, device: str, batch_size: int | None, expect: tuple[str, int],
-                 sentence_vectors: str = "separate") -> None:
+                 sentence_vectors: str = "pooled") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if device == "cpu":

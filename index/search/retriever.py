@@ -18,6 +18,8 @@ DEFAULT_MERGE_THRESHOLD = 0.5
 # for BM25 on data/questions.jsonl), so they weigh more in the fusion (hybrid+merge MRR@10
 # 0.922 -> 0.931 at RRF k=5).
 DENSE_WEIGHT = 1.5
+# The share of the cross-encoder in a reranked leaf's score, the rest its fused score (mix_rerank).
+DEFAULT_RERANK_WEIGHT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,21 @@ class Hit:
         }
 
 
+def mix_rerank(head: list[tuple[str, float]], logits: np.ndarray, weight: float,
+               base: float = 0.0) -> list[tuple[str, float]]:
+    """`head` (node, retrieval score, best first) reordered by `weight` * sigmoid(logit) +
+    (1 - weight) * its retrieval score over the head's best; every score is then lifted to
+    above `base` (the best score of the leaves below the head), so the head stays on top.
+    weight 1: the cross-encoder's order alone."""
+    top = max((s for _, s in head), default=0.0)
+    mixed = []
+    for (node, s), x in zip(head, logits, strict=True):
+        retrieval = s / top if top > 0 else 0.0
+        mixed.append((node, base + 1.0 + weight * float(sigmoid(x)) + (1.0 - weight) * retrieval))
+    mixed.sort(key=lambda p: -p[1])
+    return mixed
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -51,7 +68,8 @@ class Retriever:
     def __init__(self, snapshot: Snapshot, embedder: Embedder, *,
                  merge_threshold: float = DEFAULT_MERGE_THRESHOLD, rrf_k: int = RRF_K,
                  min_candidates: int = 30, dense_weight: float = DENSE_WEIGHT,
-                 reranker: Reranker | None = None, rerank_depth: int = 0) -> None:
+                 reranker: Reranker | None = None, rerank_depth: int = 0,
+                 rerank_weight: float = DEFAULT_RERANK_WEIGHT) -> None:
         snapshot.check_embedder(embedder.model_name, embedder.dim)
         if not 0.0 < merge_threshold <= 1.0:
             raise ValueError(f"merge threshold must be in (0, 1], got {merge_threshold}")
@@ -67,6 +85,9 @@ class Retriever:
             raise ValueError(f"rerank depth must be >= 0, got {rerank_depth}")
         self.reranker = reranker
         self.rerank_depth = rerank_depth if reranker is not None else 0
+        if not 0.0 <= rerank_weight <= 1.0:
+            raise ValueError(f"rerank weight must be in [0, 1], got {rerank_weight}")
+        self.rerank_weight = rerank_weight
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         return encode_queries(self.embedder, queries)
@@ -77,7 +98,7 @@ class Retriever:
         check_mode(mode)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        n = max(k * 3, self.min_candidates)
+        n = max(k * 3, self.min_candidates, self.rerank_depth)
         tree = self.snapshot.tree
         dense: list[tuple[str, float]] = []
         lexical: list[tuple[str, float]] = []
@@ -104,8 +125,8 @@ class Retriever:
         return ranked[:k]
 
     def _rerank(self, query: str, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """The top `rerank_depth` leaves reordered by the cross-encoder, before auto-merge: their
-        scores become 1 + sigmoid(logit) above the best score of the rest, so they stay on top."""
+        """The top `rerank_depth` leaves reordered by the cross-encoder, before auto-merge (see
+        `mix_rerank`); they stay above the rest."""
         assert self.reranker is not None
         head, rest = ranked[:self.rerank_depth], ranked[self.rerank_depth:]
         if not head:
@@ -114,9 +135,7 @@ class Retriever:
         texts = [" ".join([*tree[n].heading_path[-1:], tree[n].text]) for n, _ in head]
         logits = self.reranker.score(query, texts)
         base = max((s for _, s in rest), default=0.0)
-        scored = [(n, base + 1.0 + float(sigmoid(x))) for (n, _), x in zip(head, logits, strict=True)]
-        scored.sort(key=lambda p: -p[1])
-        return scored + rest
+        return mix_rerank(head, logits, self.rerank_weight, base) + rest
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", merge: bool = True,
                query_vector: np.ndarray | None = None) -> list[Hit]:

@@ -71,6 +71,8 @@ def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, r
     assert "FID" in tree[leaves[0][0]].text
     with pytest.raises(ValueError, match="rerank depth must be >= 0, got -1"):
         Retriever(notes_snapshot, embedder, reranker=reranker, rerank_depth=-1)
+    with pytest.raises(ValueError, match=r"rerank weight must be in \[0, 1\], got 1.5"):
+        Retriever(notes_snapshot, embedder, reranker=reranker, rerank_depth=8, rerank_weight=1.5)
 
 
 @pytest.mark.slow

@@ -231,6 +231,62 @@ def test_beir_folder_end_to_end(tmp_path: Path) -> None:
         assert run["metrics"]["context_recall"] == 1.0  # each document fits in one chunk
 
 
+def test_beir_folder_with_reranking_on_and_off(tmp_path: Path) -> None:
+    """A dozen documents and queries: the eval runs end to end with the cross-encoder reranking
+    the fused leaves before merge, and without it; each document is one chunk, so the numbers
+    are document-level throughout."""
+    beir = tmp_path / "dozen"
+    (beir / "qrels").mkdir(parents=True)
+    docs = [
+        ("warp", "Warps", "A warp is a group of 32 GPU threads that execute one instruction together."),
+        ("huber", "Huber loss", "Huber loss is quadratic for small errors and linear for large ones."),
+        ("loop", "Event loop", "The asyncio event loop switches between coroutines at each await."),
+        ("bn", "Batch norm", "Batch normalisation rescales activations with the mean of the mini-batch."),
+        ("dropout", "Dropout", "Dropout zeroes random activations during training to reduce overfitting."),
+        ("adam", "Adam", "Adam keeps running averages of gradients and of their squares per parameter."),
+        ("bm25", "BM25", "BM25 ranks documents by term frequency saturated by k1 and length-normalised by b."),
+        ("faiss", "FAISS", "FAISS searches dense vectors by inner product with flat or HNSW indexes."),
+        ("gil", "The GIL", "The global interpreter lock lets one thread run Python bytecode at a time."),
+        ("lora", "LoRA", "LoRA fine-tunes a model by training low-rank updates to frozen weight matrices."),
+        ("rrf", "Rank fusion", "Reciprocal rank fusion adds one over k plus the rank from each ranking."),
+        ("cuda", "CUDA streams", "Work queued on different CUDA streams may overlap on the device."),
+    ]
+    (beir / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
+    queries = [("q1", "How many threads form a warp?", "warp"),
+               ("q2", "Which loss is linear for large errors?", "huber"),
+               ("q3", "When does asyncio switch coroutines?", "loop"),
+               ("q4", "What statistics does batch normalisation use?", "bn"),
+               ("q5", "How does dropout reduce overfitting?", "dropout"),
+               ("q6", "What running averages does Adam keep?", "adam"),
+               ("q7", "What do the k1 and b parameters of BM25 do?", "bm25"),
+               ("q8", "How does FAISS search vectors?", "faiss"),
+               ("q9", "Why can only one Python thread run bytecode at once?", "gil"),
+               ("q10", "What does LoRA train instead of the full weights?", "lora"),
+               ("q11", "How does reciprocal rank fusion combine rankings?", "rrf"),
+               ("q12", "Can kernels on two CUDA streams overlap?", "cuda")]
+    (beir / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, t, _ in queries))
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, _, d in queries))
+    reports = {}
+    for name, extra in (("off", []), ("on", ["--rerank-depth", "10", "--rerank-weight", "0.5"])):
+        out = tmp_path / name
+        assert main(["--beir", str(beir), "--modes", "hybrid,hybrid+merge", "--out", str(out),
+                     "--no-cache", "--no-progress", "--no-ragas", *extra]) == 0
+        reports[name] = json.loads((out / "report.json").read_text())
+    assert "reranked" not in reports["off"]["source"]
+    assert reports["on"]["source"] == "in-process, top 10 fused leaves reranked (weight 0.5)"
+    for report in reports.values():
+        assert (report["questions"], report["relevance"]) == (12, "document")
+        for run in report["runs"]:
+            # every query names its topic plainly: the right document is in the top 10 whichever way
+            assert run["metrics"]["recall@10"] == 1.0
+            assert run["metrics"]["mrr@10"] >= 0.9
+    # reranked, every query's own document comes first
+    assert all(run["metrics"]["mrr@10"] == 1.0 for run in reports["on"]["runs"])
+
+
 def test_squad_file_end_to_end(tmp_path: Path) -> None:
     squad = tmp_path / "dev-v2.json"
     squad.write_text(json.dumps({"version": "v2.0", "data": [

@@ -94,3 +94,28 @@ def test_rrf_properties(rankings):
     assert [s for _, s in fused] == sorted((s for _, s in fused), reverse=True)
     if rankings[0] and all(r == rankings[0] for r in rankings):
         assert keys == rankings[0]  # identical rankings fuse to the same ranking
+
+
+def test_mix_rerank_by_hand():
+    import math
+
+    import numpy as np
+
+    from index.search.retriever import mix_rerank
+
+    head = [("a", 0.4), ("b", 0.3), ("c", 0.2)]
+    logits = np.array([-2.0, 0.0, 2.0], dtype=np.float32)
+    sig = [1 / (1 + math.exp(2.0)), 0.5, 1 / (1 + math.exp(-2.0))]  # 0.119, 0.5, 0.881
+    # weight 1: the cross-encoder's order; every score lifted above the rest's best (0.1)
+    alone = mix_rerank(head, logits, 1.0, base=0.1)
+    assert [n for n, _ in alone] == ["c", "b", "a"]
+    assert alone[0][1] == pytest.approx(0.1 + 1 + sig[2])
+    # weight 0.5: 0.5 * sigmoid + 0.5 * score / 0.4 -> a 0.560, b 0.625, c 0.690
+    half = dict(mix_rerank(head, logits, 0.5))
+    assert half["a"] == pytest.approx(1 + 0.5 * sig[0] + 0.5 * 1.0)
+    assert half["b"] == pytest.approx(1 + 0.5 * 0.5 + 0.5 * 0.75)
+    assert half["c"] == pytest.approx(1 + 0.5 * sig[2] + 0.5 * 0.5)
+    # weight 0.2: the fused order wins (a 0.824, b 0.700, c 0.576)
+    assert [n for n, _ in mix_rerank(head, logits, 0.2)] == ["a", "b", "c"]
+    # weight 0 keeps the fused order exactly
+    assert [n for n, _ in mix_rerank(head, logits, 0.0)] == ["a", "b", "c"]
