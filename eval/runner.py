@@ -231,14 +231,21 @@ class Backend(Protocol):
 # --- the in-process backend ------------------------------------------------------------
 
 
+# The stages whose code decides what a snapshot holds; search and answer code reads a snapshot
+# and changing it must not re-ingest a corpus (SciFact takes many minutes).
+_SNAPSHOT_STAGES = ("ingestion", "store", "models")
+
+
 def _index_code_hash() -> str:
     # A snapshot cached under an older chunker or index format would silently score old
-    # code: the cache key includes the index package's source.
+    # code: the cache key includes the source of index/'s top level and of the stages above.
     import index
 
+    root = Path(index.__file__).parent
+    files = [*root.glob("*.py"), *(p for stage in _SNAPSHOT_STAGES for p in (root / stage).rglob("*.py"))]
     h = hashlib.sha256()
-    for path in sorted(Path(index.__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
+    for path in sorted(files):
+        h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 

@@ -239,3 +239,23 @@ def test_document_scores_rank_k_distinct_documents_by_hand() -> None:
     shallow = score_outcomes(ds, [Outcome("q", CHUNKS[:4], [], "", False, None, "", 0.0)], k=4,
                              doc_of=doc_of)
     assert shallow["mrr@4"] == 0.0  # four chunk hits, two documents: neither relevant one
+
+
+def test_the_index_cache_key_follows_snapshot_code_in_the_stage_packages(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import index
+    from eval import runner
+
+    for rel in ("__init__.py", "config.py", "ingestion/chunking.py", "models/embedder.py", "search/fusion.py",
+                "answer/units.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    monkeypatch.setattr(index, "__file__", str(tmp_path / "__init__.py"))
+    first = runner._index_code_hash()
+    (tmp_path / "answer/units.py").write_text("# answers changed\n")
+    (tmp_path / "search/fusion.py").write_text("# fusion changed\n")
+    assert runner._index_code_hash() == first  # reading a snapshot differently needs no re-ingest
+    (tmp_path / "ingestion/chunking.py").write_text("# the chunker changed\n")
+    second = runner._index_code_hash()
+    assert second != first
+    (tmp_path / "models/embedder.py").write_text("# the embedder changed\n")
+    assert runner._index_code_hash() != second
