@@ -13,9 +13,9 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from bench import call_times
 from service.feedback import AnswerRecord, FeedbackStore
 
 CITES = [{"n": i, "node_id": f"n{i}", "source": "01-fundamentals-of-deep-learning.md",
@@ -29,15 +29,6 @@ def _record(i: int) -> AnswerRecord:
                         True, CITES, "snap-20261201", time.time())
 
 
-def _times(fn: Callable[[int], object], n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
 def _row(name: str, ms: list[float]) -> str:
     ms = sorted(ms)
     return f"| {name} | {statistics.median(ms):.3f} | {ms[int(len(ms) * 0.99) - 1]:.3f} |"
@@ -46,12 +37,12 @@ def _row(name: str, ms: list[float]) -> str:
 def run(n: int = 2000) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         store = FeedbackStore(Path(tmp) / "normal.sqlite3")
-        normal = _times(lambda i: store.record_answer(_record(i)), n)
-        rate = _times(lambda i: store.rate(f"ans_{i:024d}", "down" if i % 2 else "up", "comment"), n)
+        normal = call_times(lambda i: store.record_answer(_record(i)), n)
+        rate = call_times(lambda i: store.rate(f"ans_{i:024d}", "down" if i % 2 else "up", "comment"), n)
         full = FeedbackStore(Path(tmp) / "full.sqlite3")
         with full._lock:
             full._db.execute("PRAGMA synchronous=FULL")
-        fsync = _times(lambda i: full.record_answer(_record(i)), max(n // 4, 1))
+        fsync = call_times(lambda i: full.record_answer(_record(i)), max(n // 4, 1))
         store.close()
         full.close()
     return ["| operation | median ms | p99 ms |", "| --- | ---: | ---: |",

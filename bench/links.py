@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from bench import call_times
 from index.answer.extractive import Citation
 from index.config import MAX_FILE_BYTES
 from index.ingestion.chunking import Chunker
@@ -37,15 +36,6 @@ def _snapshot() -> Snapshot:
         tree.add(chunker.chunk(src, sections(src)))
     manifest = Manifest("bench", 384, [2048, 512, 128], 20, roots=[str(NOTES.resolve())])
     return Snapshot(Path("snap-bench"), manifest, tree, None, None, None)  # type: ignore[arg-type]
-
-
-def _times(fn: Callable[[int], object], n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        out.append((time.perf_counter() - t0) * 1e6)
-    return out
 
 
 def main() -> None:
@@ -76,7 +66,7 @@ def main() -> None:
     rows = []
     for name, fn in (("Linker: 5 passages + 2 citations", link), ("schemas to JSON, the same", dump)):
         fn(0)
-        ts = sorted(_times(fn, a.n))
+        ts = sorted(call_times(fn, a.n, unit_s=1e-6))
         rows.append((name, statistics.median(ts), ts[int(len(ts) * 0.99)]))
     print(f"{len(nodes)} nodes of {len(list(NOTES.glob('*.md')))} notes, {a.n} responses\n")
     print("| step | median µs | p99 µs |\n|---|---|---|")
