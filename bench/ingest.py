@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,10 +53,10 @@ def _leaf_texts(corpus: Path, with_sentences: bool = False) -> list[str]:
     return texts
 
 
-def worker(kind: str, corpus: Path) -> dict[str, float]:
+def worker(kind: str, corpus: Path, model: str | None = None) -> dict[str, float]:
     from index import get_embedder
 
-    emb = get_embedder()
+    emb = get_embedder(model)
     emb.encode(["warm up"])
     out: dict[str, float] = {}
     if kind in ("ours", "ours-pooled"):
@@ -120,9 +121,10 @@ def worker(kind: str, corpus: Path) -> dict[str, float]:
     return out
 
 
-def _run(kind: str, corpus: Path) -> dict[str, float]:
-    r = subprocess.run([sys.executable, "-m", "bench.ingest", "--worker", kind, "--corpus", str(corpus)],
-                       capture_output=True, text=True, check=True, timeout=1200)
+def _run(kind: str, corpus: Path, model: str | None = None) -> dict[str, float]:
+    r = subprocess.run([sys.executable, "-m", "bench.ingest", "--worker", kind, "--corpus", str(corpus),
+                        *(["--model", model] if model else [])],
+                       capture_output=True, text=True, check=True, timeout=1800)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -158,11 +160,13 @@ def _first_files(src: Path, dst: Path, count: int | None) -> tuple[int, int]:
 
 
 def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 1,
-         corpus: Path | None = None, files: int | None = None) -> list[str]:
+         corpus: Path | None = None, files: int | None = None, models: Sequence[str | None] = (None,),
+         ) -> list[str]:
     """The tables. `contenders`: a subset of CONTENDERS' keys; `rounds`: runs of each, taken in
     turn (on a shared machine, load then falls on every contender alike), the median reported.
     `corpus`: a folder of files (say the SciFact abstracts `notesrag eval --beir` writes to its
-    cache) instead of the built corpora, its first `files` files when given."""
+    cache) instead of the built corpora, its first `files` files when given. `models`: each
+    contender once per embedding model (None: the default), on the same files."""
     from bench.corpus import build
 
     kinds = [k for k, _ in CONTENDERS if contenders is None or k in contenders]
@@ -179,34 +183,42 @@ def main(sizes: list[float], contenders: list[str] | None = None, rounds: int = 
                 nfiles, nbytes = _first_files(corpus, Path(d), files)
             else:
                 nfiles, nbytes = build(Path(d), int(mb * 1_000_000))
-            runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
-            for _ in range(rounds):
-                for k in kinds:
-                    runs[k].append(_run(k, Path(d)))
-            res = {k: sorted(v, key=lambda r: r["seconds"])[(len(v) - 1) // 2] for k, v in runs.items()}
-            rates = {k: r["chunks"] / r["seconds"] for k, r in res.items()}
-            tok_per_chunk = res["raw"]["tokens"] / res["raw"]["chunks"] if "raw" in res else None
-            label_of = f"{corpus.name}, " if corpus is not None else ""
-            name = f"{label_of}{nbytes / 1e6:.2f} MB, {nfiles} files"
-
-            for k, label in CONTENDERS:
-                if k not in res:
-                    continue
-                r, rate = res[k], rates[k]
-                tokens = f"{rate * tok_per_chunk:.0f}" if tok_per_chunk else "-"
-                lines.append(f"| {name} | {label.format(actors=actors)} | {r['chunks']:.0f} | "
-                             f"{r['seconds']:.1f} | {rate:.1f} | {tokens} | "
-                             f"{max(x['peak_rss_mb'] for x in runs[k]):.0f} | {_ratio(rate, rates, 'raw')} | "
-                             f"{_ratio(rate, rates, 'raw+sentences')} | {_ratio(rate, rates, 'ours')} |")
-            for k in ("ray", "ray-joined"):
-                if k in res:
-                    at = [res[k].get(f"at {stage}", 0.0) for stage, _ in PHASES] + [res[k]["seconds"]]
-                    phases.append(f"| {name} | {k} | "
-                                  + " | ".join(f"{b - a:.1f}" for a, b in itertools.pairwise(at)) + " |")
+            for model in models:
+                lines.extend(_rows(Path(d), kinds, rounds, model, corpus, nfiles, nbytes, actors, phases))
     if rounds > 1:
         lines.append(f"\nmedians of {rounds} rounds (the lower middle one for an even count), contenders taken in "
                      "turn; peak RSS: the highest")
     return lines + (phases if len(phases) > 3 else [])
+
+
+def _rows(d: Path, kinds: list[str], rounds: int, model: str | None, corpus: Path | None, nfiles: int,
+          nbytes: int, actors: str, phases: list[str]) -> list[str]:
+    """One model's rows of the table (and its Ray phases, appended to `phases`)."""
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for k in kinds:
+            runs[k].append(_run(k, d, model))
+    res = {k: sorted(v, key=lambda r: r["seconds"])[(len(v) - 1) // 2] for k, v in runs.items()}
+    rates = {k: r["chunks"] / r["seconds"] for k, r in res.items()}
+    tok_per_chunk = res["raw"]["tokens"] / res["raw"]["chunks"] if "raw" in res else None
+    label_of = f"{corpus.name}, " if corpus is not None else ""
+    name = f"{label_of}{nbytes / 1e6:.2f} MB, {nfiles} files" + (f", {model}" if model else "")
+    lines: list[str] = []
+    for k, label in CONTENDERS:
+        if k not in res:
+            continue
+        r, rate = res[k], rates[k]
+        tokens = f"{rate * tok_per_chunk:.0f}" if tok_per_chunk else "-"
+        lines.append(f"| {name} | {label.format(actors=actors)} | {r['chunks']:.0f} | "
+                     f"{r['seconds']:.1f} | {rate:.1f} | {tokens} | "
+                     f"{max(x['peak_rss_mb'] for x in runs[k]):.0f} | {_ratio(rate, rates, 'raw')} | "
+                     f"{_ratio(rate, rates, 'raw+sentences')} | {_ratio(rate, rates, 'ours')} |")
+    for k in ("ray", "ray-joined"):
+        if k in res:
+            at = [res[k].get(f"at {stage}", 0.0) for stage, _ in PHASES] + [res[k]["seconds"]]
+            phases.append(f"| {name} | {k} | "
+                          + " | ".join(f"{b - a:.1f}" for a, b in itertools.pairwise(at)) + " |")
+    return lines
 
 
 if __name__ == "__main__":
@@ -219,10 +231,13 @@ if __name__ == "__main__":
     ap.add_argument("--from", dest="source", type=Path, metavar="DIR",
                     help="ingest the files of DIR instead of the built corpora (--sizes is ignored)")
     ap.add_argument("--files", type=int, metavar="N", help="with --from: its first N files by name")
+    ap.add_argument("--models", help="comma-separated embedding models, each contender once per model "
+                                     "(e.g. all-MiniLM-L6-v2,bge-small) [default: the default model]")
+    ap.add_argument("--model", help=argparse.SUPPRESS)  # a worker's model
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker, a.corpus)))
+        print(json.dumps(worker(a.worker, a.corpus, a.model)))
     else:
         print("\n".join(main([float(s) for s in a.sizes.split(",")],
                              a.contenders.split(",") if a.contenders else None, a.rounds,
-                             a.source, a.files)))
+                             a.source, a.files, a.models.split(",") if a.models else (None,))))

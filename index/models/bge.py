@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,10 @@ def packaged_folder() -> Path:
 class OnnxBgeEmbedder:
     """bge-small-en-v1.5, int8 ONNX on the CPU; safe to call from several threads.
 
-    `threads`: onnxruntime's intra-op threads (None: every core, for ingestion batches;
-    a batch of at most `few` texts runs on one thread, as the torch embedder does).
+    `threads`: how many texts of a batch run at once (None: one per core), each on a
+    one-thread onnxruntime session of its own: texts run alone (see `encode`), and on one
+    short text a second intra-op thread gains little, while two texts on two cores take
+    the time of one. A batch of at most `few` texts (questions) runs on one thread.
     """
 
     model_name = MODEL_NAME
@@ -53,6 +56,8 @@ class OnnxBgeEmbedder:
     device = "cpu"
     backend = BACKEND
     query_prefix = QUERY_PREFIX
+    # sentences get their vectors pooled from their leaf's pass (`encode_spans`)
+    pools_spans = True
 
     def __init__(self, folder: str | Path | None = None, *, threads: int | None = None,
                  few: int = 16, sha256: str | None = PACKAGED_SHA256) -> None:
@@ -80,11 +85,12 @@ class OnnxBgeEmbedder:
             return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
         try:
-            self._batch = session(threads or os.cpu_count() or 1)
             self._single = session(1)
+            self._sessions = [self._single] + [session(1) for _ in range(max(1, threads or os.cpu_count() or 1) - 1)]
         except Exception as e:  # onnxruntime's own errors say little about which file
             raise PackagedModelError(f"model file {model} cannot be loaded by onnxruntime: {e}") from None
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Passages: [CLS] vectors, L2-normalised, float32, in the order given.
@@ -95,14 +101,50 @@ class OnnxBgeEmbedder:
         Alone, a text's vector depends on the text only, and on this CPU throughput is the
         same as in batches of 32 (no padding either).
         """
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        session = self._single if len(texts) <= self.few else self._batch
+        return self._run(list(texts), None)[0]
+
+    def encode_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]],
+                     batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One pass over `texts`: their vectors (as `encode` gives them) and, for each text,
+        one vector per character span in `spans[i]`, the L2-normalised mean of the contextual
+        token vectors the span covers (NaN rows for a span cut off by truncation).
+
+        bge embeds a text by its [CLS] token, so a span's mean is not the vector the model
+        would give the sentence alone; it serves answer extraction's sentence cosine, and
+        what that costs in answer quality is measured in the README (bge-small section)."""
+        return self._run(list(texts), spans)
+
+    def _run(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None,
+             ) -> tuple[np.ndarray, list[np.ndarray]]:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        if not texts:
+            return out, pooled
+        from index.models.embedder import pool_spans  # embedder imports this module
+
+        encodings = self._tokenizer.encode_batch(texts)
+
+        def run(session: Any, indices: range) -> None:
+            for i in indices:
+                hidden = self._hidden(session, encodings[i].ids)
+                out[i] = _unit(hidden[0])
+                if spans is not None:
+                    offsets = np.asarray(encodings[i].offsets, dtype=np.int64)
+                    real = np.asarray(encodings[i].special_tokens_mask, dtype=np.int64) == 0
+                    pooled[i] = pool_spans(hidden, real, offsets, spans[i])
+
         with self._lock:
-            for i, encoding in enumerate(self._tokenizer.encode_batch(list(texts))):
-                out[i] = self._forward(session, encoding.ids)
-        return out
+            sessions = self._sessions if len(texts) > self.few else [self._single]
+            if len(sessions) == 1:
+                run(sessions[0], range(len(texts)))
+                return out, pooled
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(self._sessions), thread_name_prefix="bge")
+            n = len(sessions)
+            # interleaved, so each session gets texts of every length
+            for f in [self._pool.submit(run, s, range(k, len(texts), n)) for k, s in enumerate(sessions)]:
+                f.result()
+        return out, pooled
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Questions: the instruction prefix, then as passages."""
@@ -112,9 +154,13 @@ class OnnxBgeEmbedder:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     @staticmethod
-    def _forward(session: Any, token_ids: Sequence[int]) -> np.ndarray:
+    def _hidden(session: Any, token_ids: Sequence[int]) -> np.ndarray:
+        """The last hidden states of one text, [tokens, dim] float32."""
         ids = np.asarray([token_ids], dtype=np.int64)
         hidden = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids),
                                     "token_type_ids": np.zeros_like(ids)})[0]
-        cls = hidden[0, 0, :].astype(np.float32)
-        return cls / max(float(np.linalg.norm(cls)), 1e-12)
+        return np.asarray(hidden[0], dtype=np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)

@@ -106,3 +106,16 @@ def test_a_minilm_snapshot_is_refused_naming_both(tmp_path: Path, embedder, mode
     assert snap.manifest.embedder_backend == "onnx-int8"
     hits = Retriever(snap, model).search("what is huber loss", k=1, mode="dense")
     assert "Huber loss" in hits[0].text
+
+
+def test_sentence_vectors_are_pooled_from_the_leaf_pass(model: bge.OnnxBgeEmbedder) -> None:
+    leaf = PASSAGES[0] + " " + PASSAGES[1]
+    cut = len(PASSAGES[0])
+    spans = [[(0, cut), (cut + 1, len(leaf)), (len(leaf) + 10, len(leaf) + 20)]]
+    vectors, pooled = model.encode_spans([leaf], spans)
+    np.testing.assert_allclose(vectors, model.encode([leaf]), atol=1e-6)  # the leaf as encode gives it
+    assert pooled[0].shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(pooled[0][:2], axis=1), 1.0, atol=1e-5)
+    assert np.isnan(pooled[0][2]).all()  # a span past the text has no token
+    q = encode_queries(model, ["How many threads are in a CUDA warp?"])[0]
+    assert pooled[0][1] @ q > pooled[0][0] @ q  # each sentence's vector is about its own tokens
