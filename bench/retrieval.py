@@ -177,9 +177,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="keep the cross-encoder's scores in FILE (JSON) between runs")
     ap.add_argument("--reranker-threads", type=int, default=1)
     ap.add_argument("--out", type=Path, metavar="FILE", help="also write the table to FILE")
+    ap.add_argument("--model", help="embedding model, as NOTESRAG_MODEL names it (a --snapshot must be of it) "
+                                    "[default: the default model]")
     a = ap.parse_args(argv)
 
-    embedder = get_embedder()
+    embedder = get_embedder(a.model)
     inner = get_reranker("auto", threads=a.reranker_threads)
     if inner is None:
         raise SystemExit("the packaged cross-encoder is not installed (make install does)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
@@ -218,10 +219,33 @@ class MicroBatcher:
                     f.set_result(vecs[row[t]])
 
 
+# A chat turn that leans on the one before: it starts like a continuation ("and ...", "what
+# about ...") or points back (a pronoun, "the same", "the latter"). A turn with neither, of at
+# least FOLLOW_UP_WORDS words, stands alone: a new topic is searched by itself, not pulled back to
+# the earlier one's.
+_LEANS_BACK = re.compile(
+    r"^\W*(and|also|or|but|so|then|what about|how about|why|how come|same|versus|vs)\b"
+    # "that" after a noun starts a clause ("a loss that is robust"); after a verb or a
+    # preposition, or first, it points back ("does that apply", "what about that")
+    r"|(^\W*|\b(is|are|was|were|does|do|did|can|could|will|would|about|of|for|with|on|in|like|than"
+    r"|why|how|use|used)\s+)that\b"
+    r"|\b(it|its|it's|itself|this|these|those|they|them|their|theirs|he|she|his|her|which one"
+    r"|the same|the former|the latter|the above|the previous|the other|above|previous|former|latter)\b",
+    re.IGNORECASE)
+FOLLOW_UP_WORDS = 4
+
+
+def is_follow_up(question: str) -> bool:
+    """Whether a chat turn needs the earlier one to be understood: it refers back, or it is too
+    short to stand alone ("Why?", "In PyTorch?")."""
+    return len(question.split()) < FOLLOW_UP_WORDS or _LEANS_BACK.search(question) is not None
+
+
 def retrieval_text(query: Query) -> str:
-    """What retrieval searches for: the question, after the previous user turn for follow-ups."""
+    """What retrieval searches for: the question, after the previous user turn for a follow-up
+    (`is_follow_up`); a turn that stands alone is searched by itself."""
     earlier = [t.content for t in query.history if t.role == "user" and t.content.strip()]
-    if not earlier:
+    if not earlier or not is_follow_up(query.question):
         return query.question
     return f"{earlier[-1]}\n{query.question}"
 

@@ -55,6 +55,17 @@ def test_follow_up_uses_the_earlier_turn(oai: openai.OpenAI) -> None:
     assert any("Norm" in " ".join(c["heading_path"]) for c in extra["citations"])
 
 
+def test_a_new_topic_in_the_same_chat_is_answered_from_its_own_section(oai: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Which dimensions does batch normalization normalize over?"},
+                {"role": "assistant", "content": "Batch Norm normalizes over the batch dimension."},
+                {"role": "user", "content": "What are the common GAN metrics?"}]
+    resp = oai.chat.completions.create(model="notesrag", messages=messages)  # type: ignore[arg-type]
+    extra = resp.model_extra or {}
+    assert extra["notesrag"]["retrieval_query"] == "What are the common GAN metrics?"
+    assert "FID" in (resp.choices[0].message.content or "")
+    assert any("GAN" in " ".join(c["heading_path"]) for c in extra["citations"])
+
+
 def test_openai_client_sees_auth_errors(live_server: ServerThread) -> None:
     bad = openai.OpenAI(base_url=live_server.url + "/v1", api_key="wrong-key-123456", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as e:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from index.models.embedder import SentenceTransformerEmbedder
 from service.answerers import Turn, pieces
 from service.deps import RateLimiter
-from service.engine import LRUCache, MicroBatcher, Query, retrieval_text
+from service.engine import LRUCache, MicroBatcher, Query, is_follow_up, retrieval_text
 from service.server import bind_host
 from service.settings import Settings
 
@@ -114,6 +114,16 @@ def test_follow_ups_are_retrieved_with_the_previous_user_turn() -> None:
                                                      Turn("assistant", "It normalizes over the batch.")])
     assert retrieval_text(q) == "What is batch normalization?\nand what about layer norm?"
     assert retrieval_text(Query("What is LoRA?")) == "What is LoRA?"
+    history = [Turn("user", "Which dimensions does batch normalization normalize over?")]
+    for follow_up in ("Why?", "And for layer norm?", "What about group norm?", "Does it also apply to RNNs?",
+                      "How do those compare with instance norm?", "Does that work with small batches?"):
+        assert is_follow_up(follow_up), follow_up
+        assert retrieval_text(Query(follow_up, history=history)).startswith(history[0].content)
+    # a new topic in the same chat is searched by itself, not pulled back to batch norm
+    for new_topic in ("What are the common GAN metrics?", "How does LoRA fine-tune a model?",
+                      "Is there a loss that is robust to outliers?"):
+        assert not is_follow_up(new_topic), new_topic
+        assert retrieval_text(Query(new_topic, history=history)) == new_topic
 
 
 def test_rate_limiter_token_bucket() -> None:
