@@ -893,7 +893,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
           }
           const doubtful = result.lowConfidence === true;
           done(doubtful ? "low-confidence" : "answered");
-          renderAnswer(answer, text, cites.map((c) => c.n));
+          renderAnswer(answer, displayText(text, cites), cites.map((c) => c.n));
           if (doubtful) {
             // before the answer, so a reader (and a screen reader) meets it first
             const note = el("p", "confidence-note");
@@ -1146,6 +1146,33 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
     return new WidgetError("The notes service failed while answering. Please try again.", message);
   }
 
+  /** The answer as shown: a part of it that is its cited quote with the line breaks collapsed
+   *  (the service's extractive text quotes a list or a diagram on one line) gets the quote's
+   *  lines back; anything else (an LLM's words, a part that differs) is shown as sent. */
+  function displayText(text, cites) {
+    const quotes = new Map((cites || []).map((c) => [Number(c.n), String(c.quote || "")]));
+    const flat = (s) => s.replace(/\s+/g, " ").trim();
+    let out = "";
+    let last = 0;
+    let broke = false; // the last part was given its lines: what follows starts a line
+    for (const m of text.matchAll(/\[(\d+)\]/g)) {
+      let part = text.slice(last, m.index);
+      const quote = quotes.get(Number(m[1])) || "";
+      if (quote.includes("\n") && flat(part) && flat(part) === flat(quote)) {
+        out = out.replace(/[ \t]+$/, "");
+        part = `${out ? "\n" : ""}${quote.trim()} `;
+        broke = true;
+      } else if (broke && part.trim()) {
+        part = `\n${part.trimStart()}`;
+        broke = false;
+      }
+      out += part + m[0];
+      last = m.index + m[0].length;
+    }
+    const rest = text.slice(last);
+    return out + (broke && rest.trim() ? `\n${rest.trimStart()}` : rest);
+  }
+
   /** The answer with its [n] markers as buttons that open citation n. */
   function renderAnswer(target, text, known) {
     target.replaceChildren();
@@ -1189,7 +1216,8 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
   }
 
   // the pure parts, for tests and for portals that build their own UI on the same stream
-  NotesragChat.utils = Object.freeze({ readSSE, sourceUrl, citationUrl, retryAfterSeconds, httpErrorMessage });
+  NotesragChat.utils = Object.freeze({ readSSE, sourceUrl, citationUrl, retryAfterSeconds, httpErrorMessage,
+                                       displayText });
 
   customElements.define(TAG, NotesragChat);
 })();
