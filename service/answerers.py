@@ -22,7 +22,13 @@ import numpy as np
 
 from index.answer import llm as llm_prompt
 from index.answer.citations import SUPPORT_THRESHOLD
-from index.answer.extractive import DEFAULT_UNITS_SCORED, NOT_FOUND, Citation, extract_answer
+from index.answer.extractive import (
+    DEFAULT_LOW_CONFIDENCE,
+    DEFAULT_UNITS_SCORED,
+    NOT_FOUND,
+    Citation,
+    extract_answer,
+)
 from index.answer.llm import LLM_NOT_FOUND, Unsupported, check_answer, cite_grammar
 from index.models.reranker import Reranker
 from index.search.retriever import Hit
@@ -100,18 +106,29 @@ class ExtractiveAnswerer:
     name = "extractive"
 
     def __init__(self, threshold: float | None = None, max_sentences: int = 2, *,
-                 reranker: Reranker | None = None, units_scored: int = DEFAULT_UNITS_SCORED) -> None:
+                 reranker: Reranker | None = None, units_scored: int = DEFAULT_UNITS_SCORED,
+                 low_confidence: float = DEFAULT_LOW_CONFIDENCE) -> None:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
+        if not 0.0 <= low_confidence <= 1.0:
+            raise ValueError(f"low_confidence must be in [0, 1], got {low_confidence}")
         self.threshold = threshold
         self.max_sentences = max_sentences
         self.reranker = reranker
         self.units_scored = units_scored
+        self.low_confidence = low_confidence
+
+    @property
+    def low_confidence_threshold(self) -> float | None:
+        """The confidence under which an answer is flagged; None: none is (no cross-encoder, whose
+        calibrated probability the threshold is about: without one the confidence is a cosine)."""
+        return self.low_confidence if self.reranker is not None else None
 
     def answer_sync(self, req: AnswerRequest) -> AnswerResult:
         a = extract_answer(req.question, req.question_vector, req.hits, req.snapshot,
                            max_sentences=self.max_sentences, threshold=self.threshold,
-                           reranker=self.reranker, units_scored=self.units_scored)
+                           reranker=self.reranker, units_scored=self.units_scored,
+                           low_confidence=self.low_confidence_threshold)
         return AnswerResult(a.text, a.answerable, list(a.citations), float(a.confidence), self.name,
                             reranker=a.reranker, low_confidence=a.low_confidence)
 

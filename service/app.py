@@ -39,7 +39,8 @@ def build_answerers(settings: Settings, llm: ManagedLLMServer | None = None,
                     reranker: Reranker | None = None) -> tuple[dict[str, Answerer], str]:
     """The extractive answerer, and the LLM one when a server is set or `llm` runs one."""
     extractive = ExtractiveAnswerer(settings.abstain_threshold, settings.max_sentences,
-                                    reranker=reranker, units_scored=settings.units_scored)
+                                    reranker=reranker, units_scored=settings.units_scored,
+                                    low_confidence=settings.low_confidence)
     answerers: dict[str, Answerer] = {"extractive": extractive}
     url, model = (llm.base_url, llm.model) if llm is not None else (settings.llm_base_url, settings.llm_model)
     if url:

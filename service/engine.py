@@ -410,7 +410,9 @@ class QAEngine:
         return {**manifest_dict(served.snapshot), "device": self.embedder.device,
                 "encoder_backend": getattr(self.embedder, "query_backend", None)
                 or getattr(self.embedder, "backend", "torch"),
-                "answerer": self.default_answerer, "reranker": self.reranker_name}
+                "answerer": self.default_answerer, "reranker": self.reranker_name,
+                "low_confidence_threshold": getattr(self.answerers.get("extractive"),
+                                                    "low_confidence_threshold", None)}
 
     @property
     def reranker_name(self) -> str | None:

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
 
     # answers
     abstain_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the calibrated default
+    # Answers whose confidence is under this are given with low_confidence set (the widget shows
+    # a note): DEFAULT_LOW_CONFIDENCE of index.answer.extractive (not imported: it pulls in the
+    # answer code). 0: no answer is flagged. Only with a cross-encoder: without one the confidence
+    # is a cosine, and no answer is flagged.
+    low_confidence: float = Field(default=0.5, ge=0, le=1)
     # The cross-encoder (index.models.reranker): "auto" is the packaged int8 ms-marco MiniLM-L-12
     # when installed (make install does), else none (logged); "none"; a folder with model.onnx
     # and tokenizer.json; or a sentence-transformers CrossEncoder name.

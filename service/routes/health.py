@@ -30,7 +30,8 @@ async def readyz(engine: EngineDep) -> Any:
     # anyone may ask: no folder of this host in it (a model set by its folder, a Milvus Lite file)
     info = scrub(info)
     return {"status": "ready", "snapshot": info["version"], "index_kind": info["index_kind"],
-            "device": info["device"], "reranker": info["reranker"], "index": info}
+            "device": info["device"], "reranker": info["reranker"],
+            "low_confidence_threshold": info["low_confidence_threshold"], "index": info}
 
 
 @router.get("/metrics", response_class=Response)

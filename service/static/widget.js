@@ -27,8 +27,13 @@
  *   notesrag-chat { --notesrag-accent: #0b7a5c; --notesrag-font: "Inter", sans-serif; }
  * (--notesrag-accent, --notesrag-accent-text, --notesrag-bg, --notesrag-fg, --notesrag-muted,
  *  --notesrag-border, --notesrag-user-bg, --notesrag-user-fg, --notesrag-bot-bg, --notesrag-error,
- *  --notesrag-error-bg, --notesrag-font, --notesrag-font-size, --notesrag-radius, --notesrag-z,
- *  --notesrag-panel-width, --notesrag-panel-height, --notesrag-offset)
+ *  --notesrag-error-bg, --notesrag-warn, --notesrag-warn-bg, --notesrag-font, --notesrag-font-size,
+ *  --notesrag-radius, --notesrag-z, --notesrag-panel-width, --notesrag-panel-height, --notesrag-offset)
+ *
+ * Each answer's message is a `.msg.bot` whose data-state a portal may style: waiting, streaming,
+ * answered, low-confidence (answered, but the service's confidence is under its
+ * NOTESRAG_LOW_CONFIDENCE: a note asks the reader to check the sources), unanswerable, error,
+ * cancelled.
  *
  * The first question goes to POST /v1/ask (Server-Sent Events: contexts, citations, delta, done);
  * follow-ups go to POST /v1/chat/completions with the earlier turns, because /v1/ask takes none.
@@ -69,6 +74,8 @@
   --_bot-bg: var(--notesrag-bot-bg, #f3f5f8);
   --_error: var(--notesrag-error, #b42318);
   --_error-bg: var(--notesrag-error-bg, #fef3f2);
+  --_warn: var(--notesrag-warn, #7a4d00);
+  --_warn-bg: var(--notesrag-warn-bg, #fff6d6);
   --_font: var(--notesrag-font, system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif);
   --_size: var(--notesrag-font-size, 14px);
   --_radius: var(--notesrag-radius, 12px);
@@ -204,6 +211,15 @@ button { cursor: pointer; }
 .error-text { margin: 0; }
 .error-detail { margin: 6px 0 0; font-size: 12px; opacity: 0.85; overflow-wrap: anywhere; }
 .bot[data-state="cancelled"] .status { font-style: italic; }
+/* answered under the service's low-confidence threshold: the answer and its sources as usual,
+   under a note in the warning colours (text and icon, not colour alone) */
+.bot[data-state="low-confidence"] .bubble { border: 1px solid color-mix(in srgb, var(--_warn) 45%, transparent); }
+.confidence-note {
+  display: flex; align-items: flex-start; gap: 6px; margin: 0 0 8px; padding: 6px 8px;
+  border-radius: 8px; background: var(--_warn-bg); color: var(--_warn); font-size: 13px;
+}
+.confidence-note svg { width: 16px; height: 16px; flex: none; margin-top: 1px; }
+.confidence-note strong { font-weight: 600; }
 
 .sources { margin: 10px 0 0; padding: 0; list-style: none; display: flex; flex-direction: column; gap: 6px; }
 .sources-label { margin: 10px 0 0; font-size: 12px; font-weight: 600; color: var(--_muted);
@@ -778,7 +794,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
           await nextFrame();
         } else if (event === "done") {
           return { answer: payload.answer, answerable: payload.answerable, citations: payload.citations || [],
-                   answerId: payload.answer_id || "" };
+                   answerId: payload.answer_id || "", lowConfidence: payload.low_confidence === true };
         }
       }
       throw new WidgetError("The answer stopped before it was complete. Please try again.");
@@ -804,7 +820,7 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
         if (chunk.citations || chunk.notesrag) {
           const info = chunk.notesrag || {};
           final = { answer: text, answerable: info.answerable !== false, citations: chunk.citations || [],
-                    answerId: info.answer_id || "" };
+                    answerId: info.answer_id || "", lowConfidence: info.low_confidence === true };
         }
       }
       if (!final) throw new WidgetError("The answer stopped before it was complete. Please try again.");
@@ -875,8 +891,21 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
             this._feedback(bubble, result.answerId, []);
             return;
           }
-          done("answered");
-          renderAnswer(answer, text, cites.map((c) => c.n));
+          const doubtful = result.lowConfidence === true;
+          done(doubtful ? "low-confidence" : "answered");
+          renderAnswer(answer, displayText(text, cites), cites.map((c) => c.n));
+          if (doubtful) {
+            // before the answer, so a reader (and a screen reader) meets it first
+            const note = el("p", "confidence-note");
+            note.setAttribute("role", "note");
+            note.innerHTML = ICONS.warn;
+            const words = el("span");
+            words.append(el("strong", null, "Low confidence:"),
+                         cites.length ? " the notes may not answer this exactly. Check the sources below."
+                                      : " the notes may not answer this exactly.");
+            note.append(words);
+            bubble.prepend(note);
+          }
           if (cites.length) {
             bubble.append(el("p", "sources-label", "Sources"));
             const list = el("ol", "sources");
@@ -1117,6 +1146,33 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
     return new WidgetError("The notes service failed while answering. Please try again.", message);
   }
 
+  /** The answer as shown: a part of it that is its cited quote with the line breaks collapsed
+   *  (the service's extractive text quotes a list or a diagram on one line) gets the quote's
+   *  lines back; anything else (an LLM's words, a part that differs) is shown as sent. */
+  function displayText(text, cites) {
+    const quotes = new Map((cites || []).map((c) => [Number(c.n), String(c.quote || "")]));
+    const flat = (s) => s.replace(/\s+/g, " ").trim();
+    let out = "";
+    let last = 0;
+    let broke = false; // the last part was given its lines: what follows starts a line
+    for (const m of text.matchAll(/\[(\d+)\]/g)) {
+      let part = text.slice(last, m.index);
+      const quote = quotes.get(Number(m[1])) || "";
+      if (quote.includes("\n") && flat(part) && flat(part) === flat(quote)) {
+        out = out.replace(/[ \t]+$/, "");
+        part = `${out ? "\n" : ""}${quote.trim()} `;
+        broke = true;
+      } else if (broke && part.trim()) {
+        part = `\n${part.trimStart()}`;
+        broke = false;
+      }
+      out += part + m[0];
+      last = m.index + m[0].length;
+    }
+    const rest = text.slice(last);
+    return out + (broke && rest.trim() ? `\n${rest.trimStart()}` : rest);
+  }
+
   /** The answer with its [n] markers as buttons that open citation n. */
   function renderAnswer(target, text, known) {
     target.replaceChildren();
@@ -1160,7 +1216,8 @@ textarea:focus { outline: none; border-color: var(--_accent); box-shadow: 0 0 0 
   }
 
   // the pure parts, for tests and for portals that build their own UI on the same stream
-  NotesragChat.utils = Object.freeze({ readSSE, sourceUrl, citationUrl, retryAfterSeconds, httpErrorMessage });
+  NotesragChat.utils = Object.freeze({ readSSE, sourceUrl, citationUrl, retryAfterSeconds, httpErrorMessage,
+                                       displayText });
 
   customElements.define(TAG, NotesragChat);
 })();

@@ -9,7 +9,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from .conftest import PortalServer
 
-SETTLED = re.compile(r"^(answered|unanswerable|error|cancelled)$")
+SETTLED = re.compile(r"^(answered|low-confidence|unanswerable|error|cancelled)$")
 
 # Records the last answer's (state, text) at every change inside the widget's shadow root. The
 # widget yields a frame after each delta, so every delta shows up here as its own state.
