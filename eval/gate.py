@@ -26,12 +26,12 @@ MEASURED: dict[str, float] = {
     "ndcg@10": 0.970,
     "recall@10": 1.000,
     "hit@1": 0.928,
-    "answer_accuracy": 0.922,
-    "f1": 0.405,
+    "answer_accuracy": 0.917,
+    "f1": 0.420,  # a question for one thing: a lead-in list gives its lead-in and one item
     "noanswer_precision": 1.000,
-    "noanswer_recall": 0.382,
-    "flagged_noanswer_precision": 0.733,
-    "flagged_noanswer_recall": 0.647,
+    "noanswer_recall": 0.353,
+    "flagged_noanswer_precision": 0.742,
+    "flagged_noanswer_recall": 0.676,
 }
 
 FLOORS: dict[str, float] = {
@@ -40,7 +40,7 @@ FLOORS: dict[str, float] = {
     "recall@10": 0.98,
     "hit@1": 0.91,
     "answer_accuracy": 0.91,
-    "f1": 0.39,
+    "f1": 0.40,
     "noanswer_precision": 0.9,
     "noanswer_recall": 0.33,
     "flagged_noanswer_precision": 0.65,

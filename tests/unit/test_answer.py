@@ -75,3 +75,30 @@ def test_units_scored_in_calls_of_one_length_keep_their_order(reranker):
     # int8 activation scales follow the batch, so a logit moves a little with its company
     assert max(abs(g - a) for g, a in zip(grouped, alone, strict=True)) < 0.5
     assert int(grouped.argmax()) == 0 and sorted(range(4), key=lambda i: -grouped[i])[:2] == [0, 2]
+
+
+def test_a_lead_in_line_is_a_candidate_of_its_own() -> None:
+    from index.answer.extractive import _Candidate, _lead_of
+    from index.answer.units import units_of
+
+    text = "A first line of prose comes here.\nGBDT: builds trees in sequence, each fitting the residual.\n- XGBoost is a common one.\n"
+    (lst,) = [u for u in units_of(text, offset=10) if u.kind == "list"]
+    lead = _lead_of(_Candidate(lst, "s.md", ("ML",), 0, 1, 0.5, 0.6), 2.5)
+    assert lead is not None and lead.unit.kind == "prose" and lead.score == 2.5
+    assert lead.unit.quote == "GBDT: builds trees in sequence, each fitting the residual."
+    assert text[lead.unit.start - 10:lead.unit.end - 10] == lead.unit.quote
+    (plain,) = [u for u in units_of("- one two three four\n- five six seven eight\n") if u.kind == "list"]
+    assert _lead_of(_Candidate(plain, "s.md", (), 0, 0, 0.5, 0.6), 1.0) is None  # no lead-in: none
+
+
+@pytest.mark.slow
+def test_a_question_for_one_thing_gets_the_item_after_its_lead_not_the_list(notes_retriever, reranker):
+    q = "How does gradient boosting build its trees?"
+    qv = notes_retriever.embed_queries([q])[0]
+    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot,
+                       reranker=reranker)
+    assert a.plain.startswith("Gradient Boosted Decision Trees (GBDT): builds decision trees in sequence")
+    assert len(a.citations) == 2 and a.citations[0].quote.startswith("Gradient Boosted")
+    assert sum(name in a.plain for name in ("XGBoost", "LightGBM", "CatBoost")) <= 1  # not the whole list
+    node = notes_retriever.snapshot.tree[a.citations[0].node_id]
+    assert a.citations[0].quote in node.text
