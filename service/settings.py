@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     # against 0.02 ms with 1; one MiniLM query 90 ms against 20 ms, on this 2-core machine).
     torch_threads: int = Field(default=1, ge=0)
     faiss_threads: int = Field(default=1, ge=0)
+    # Encoder threads of the cross-encoder, each scoring one pair at a time on one core; 0: one a core
+    rerank_workers: int = Field(default=0, ge=0, le=64)
 
     # answers
     abstain_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the calibrated default

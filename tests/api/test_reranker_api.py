@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from index.answer.extractive import DEFAULT_LOW_CONFIDENCE
-from index.models.reranker import PACKAGED_NAME, BatchingReranker, RerankerError, packaged_dir
+from index.models.reranker import (
+    PACKAGED_NAME,
+    BatchingReranker,
+    RerankerError,
+    default_workers,
+    packaged_dir,
+)
 from service.app import build_engine
 from service.metrics import Metrics
 
@@ -48,3 +54,6 @@ def test_a_damaged_reranker_fails_the_start_naming_its_file(tmp_path: Path) -> N
     engine = build_engine(make_settings(tmp_path / "index"), Metrics())
     assert isinstance(engine.reranker, BatchingReranker)  # shared by the answerer and retrieval
     assert engine.answerers["extractive"].reranker is engine.reranker  # type: ignore[attr-defined]
+    assert engine.reranker.workers == default_workers() and engine.reranker.chunk == 1  # pairs on every core
+    one = build_engine(make_settings(tmp_path / "index", rerank_workers=1), Metrics()).reranker
+    assert isinstance(one, BatchingReranker) and one.workers == 1
