@@ -274,7 +274,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
     """Each load row is followed at once by the in-process baselines, so that the ratio compares
     measurements taken under the same background load (this machine is shared)."""
     qs = questions()
-    load = os.getloadavg()[0]
+    load_avg = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         if index_dir is None:
             from index.ingestion.pipeline import ingest
@@ -320,7 +320,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
             for log in logs.values():
                 print(log.read_text()[-3000:], file=sys.stderr)
     return [*table(rows, baselines.pooled(), rss, fds),
-            f"load average (1 min): {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"]
+            f"load average (1 min): {load_avg:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"]
 
 
 def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None,
