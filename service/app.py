@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from index.answer.citations import SUPPORT_THRESHOLD
 from index.models.embedder import FEW_TEXTS, get_query_embedder
 from index.models.llm_server import LLMServerConfig, ManagedLLMServer
-from index.models.reranker import BatchingReranker, Reranker, default_workers, get_reranker
+from index.models.reranker import BatchingReranker, Reranker, get_reranker
+from index.models.threads import default_workers
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter

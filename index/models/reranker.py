@@ -11,7 +11,6 @@ also works, on hosts that have one.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -186,14 +185,6 @@ class _Request:
 
 # A run: (request, its pair's index there) for each pair, and the pairs, scored in one call.
 _Run = tuple[list[tuple[_Request, int]], list[tuple[str, str]]]
-
-
-def default_workers() -> int:
-    """Encoder threads when none are asked for: one a core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class BatchingReranker:

@@ -14,9 +14,9 @@ from index.models.reranker import (
     PACKAGED_NAME,
     BatchingReranker,
     RerankerError,
-    default_workers,
     packaged_dir,
 )
+from index.models.threads import default_workers
 from service.app import build_engine
 from service.metrics import Metrics
 
