@@ -65,7 +65,8 @@ def managed_llm(settings: Settings) -> ManagedLLMServer | None:
 
 
 def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | None = None) -> QAEngine:
-    reranker = batched(get_reranker(settings.reranker), settings, metrics)  # a damaged model stops the start
+    threads = settings.rerank_threads or default_workers()
+    reranker = batched(get_reranker(settings.reranker, threads), settings, metrics)  # a damaged model stops the start
     answerers, default = build_answerers(settings, llm, reranker)
     return QAEngine(
         settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
