@@ -20,10 +20,14 @@ cross-encoder on and off. A row with the cross-encoder on is followed by
 llama-index's retriever plus the same cross-encoder on its top 5 leaves (what a
 `SentenceTransformerRerank` postprocessor does); a row with it off, by the
 retriever alone. The llama-index baseline embeds with torch, as
-`HuggingFaceEmbedding` would. After the run: each server's RSS and open file
-descriptors.
+`HuggingFaceEmbedding` would. Each row also gives the server process's CPU time
+(user + system, from /proc) per request, which other jobs on a shared host move less
+than they move its rate. After the run: each server's RSS and open file descriptors.
 
     python -m bench.serve [--requests 300] [--concurrency 1,4,16,64] [--backends auto,auto/none]
+
+A backend may also set any server setting: `auto@rerank_workers=1` is the served defaults
+with NOTESRAG_RERANK_WORKERS=1, for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Row:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    cpu_s: float | None = None  # the server process's CPU seconds (user + system) over the row
 
     @property
     def rate(self) -> float:
@@ -90,23 +95,42 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def reranks(backend: str) -> bool:
     """Whether the server of `backend` runs the cross-encoder (the default reranker is on)."""
-    return backend.partition("/")[2] not in ("none",)
+    return backend.split("@")[0].partition("/")[2] not in ("none",)
+
+
+def server_env(backend: str) -> dict[str, str]:
+    """The settings a backend spec `ENCODER[/RERANKER][@SETTING=VALUE...]` sets: "auto/none"
+    is the served defaults without the cross-encoder, "auto@rerank_workers=1" with one
+    cross-encoder thread (NOTESRAG_RERANK_WORKERS), so two servers that differ in one
+    setting are measured side by side."""
+    spec, *extra = backend.split("@")
+    encoder, _, reranker = spec.partition("/")
+    env = {"NOTESRAG_EMBED_BACKEND": encoder}
+    if reranker:  # a plain "auto" keeps the server's default (the packaged cross-encoder)
+        env["NOTESRAG_RERANKER"] = reranker
+    for item in extra:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ValueError(f"a backend's setting must be NAME=VALUE, got {item!r} in {backend!r}")
+        env[f"NOTESRAG_{name.upper()}"] = value
+    return env
 
 
 def start_server(index_dir: Path, port: int, log: Path, backend: str = "auto") -> subprocess.Popen[bytes]:
-    # "ENCODER/RERANKER" also sets NOTESRAG_RERANKER, e.g. "auto/none" for a row without the
-    # cross-encoder; a plain "auto" keeps the server's default (the packaged cross-encoder)
-    encoder, _, reranker = backend.partition("/")
     env = {**os.environ, "NOTESRAG_INDEX_DIR": str(index_dir), "NOTESRAG_RATE_LIMIT_PER_MINUTE": "0",
-           "NOTESRAG_EMBED_BACKEND": encoder}
-    if reranker:
-        env["NOTESRAG_RERANKER"] = reranker
+           **server_env(backend)}
     env.pop("NOTESRAG_API_KEYS", None)
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
@@ -226,17 +250,18 @@ class Baselines:
 
 def table(rows: list[tuple[Row, Row]], baselines: list[Row], rss: dict[str, tuple[float, float]],
           fds: dict[str, int] | None = None) -> list[str]:
-    lines = ["| contender | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms "
+    lines = ["| contender | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms | server CPU ms a request "
              "| llama-index counterpart, measured right after | its q/s | its p50 ms | its p99 ms | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, base in rows:
+        cpu = f"{1e3 * r.cpu_s / r.requests:.1f}" if r.cpu_s is not None and r.requests else ""
         lines.append(f"| {r.contender} | {r.concurrency} | {r.requests} | {r.errors} | {r.rate:.1f} | "
-                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | "
+                     f"{r.pct(50):.1f} | {r.pct(95):.1f} | {r.pct(99):.1f} | {cpu} | "
                      f"{'+ cross-encoder' if base.contender == LLAMA_CE else 'retriever'} | {base.rate:.1f} | "
                      f"{base.pct(50):.1f} | {base.pct(99):.1f} | {r.rate / base.rate:.2f} |")
     for b in baselines:
         lines.append(f"| {b.contender} (all runs pooled) | 1 | {b.requests} | 0 | {b.rate:.1f} | "
-                     f"{b.pct(50):.1f} | {b.pct(95):.1f} | {b.pct(99):.1f} | | |")
+                     f"{b.pct(50):.1f} | {b.pct(95):.1f} | {b.pct(99):.1f} | | | | | | |")
     lines.append("")
     for backend, (now, peak) in rss.items():
         fd = f", {fds[backend]} open file descriptors" if fds and backend in fds else ""
@@ -249,6 +274,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
     """Each load row is followed at once by the in-process baselines, so that the ratio compares
     measurements taken under the same background load (this machine is shared)."""
     qs = questions()
+    load_avg = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         if index_dir is None:
             from index.ingestion.pipeline import ingest
@@ -263,7 +289,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
             for b in backends:
                 port = free_port()
                 urls[b] = f"http://127.0.0.1:{port}"
-                logs[b] = Path(tmp) / f"server-{b.replace('/', '-')}.log"
+                logs[b] = Path(tmp) / f"server-{b.replace('/', '-').replace('=', '-')}.log"
                 procs[b] = start_server(index_dir, port, logs[b], b)
             baselines = Baselines(index_dir)
             for b in backends:
@@ -272,8 +298,10 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
             plan = [(c, False) for c in levels] + [(16, True)]  # the last row: answers cached above
             for c, cached in plan:
                 for b in backends:
+                    cpu = cpu_seconds(procs[b].pid)
                     row = await load(urls[b], qs, c, n, cached=cached, offset=c,
                                      backend=b if len(backends) > 1 else None)
+                    row.cpu_s = cpu_seconds(procs[b].pid) - cpu
                     label = LLAMA_CE if reranks(b) else LLAMA
                     # the cross-encoder baseline costs ~10x a question: fewer, as many seconds
                     m = max(10, base_n // 4) if label == LLAMA_CE else base_n
@@ -291,7 +319,8 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
         if any(r.errors for r, _ in rows):
             for log in logs.values():
                 print(log.read_text()[-3000:], file=sys.stderr)
-    return table(rows, baselines.pooled(), rss, fds)
+    return [*table(rows, baselines.pooled(), rss, fds),
+            f"load average (1 min): {load_avg:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"]
 
 
 def main(levels: list[int] | None = None, n: int = 300, index_dir: Path | None = None,
@@ -305,7 +334,8 @@ if __name__ == "__main__":
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--index-dir", type=Path, help="an existing index [default: build one from data/notes]")
     ap.add_argument("--backends", default="auto,auto/none",
-                    help="ENCODER[/RERANKER] per server, e.g. auto (served defaults), auto/none, torch")
+                    help="ENCODER[/RERANKER][@SETTING=VALUE...] per server, e.g. auto (served defaults), "
+                         "auto/none, torch, auto@rerank_workers=1")
     a = ap.parse_args()
     lines = main([int(c) for c in a.concurrency.split(",")], a.requests, a.index_dir,
                  tuple(a.backends.split(",")))

@@ -18,6 +18,7 @@ from index.answer.citations import SUPPORT_THRESHOLD
 from index.models.embedder import FEW_TEXTS, get_query_embedder
 from index.models.llm_server import LLMServerConfig, ManagedLLMServer
 from index.models.reranker import BatchingReranker, Reranker, get_reranker
+from index.models.threads import default_workers
 from service import errors, logs
 from service.answerers import Answerer, ExtractiveAnswerer, LLMAnswerer
 from service.deps import RateLimiter
@@ -65,7 +66,8 @@ def managed_llm(settings: Settings) -> ManagedLLMServer | None:
 
 
 def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | None = None) -> QAEngine:
-    reranker = batched(get_reranker(settings.reranker), settings, metrics)  # a damaged model stops the start
+    threads = settings.rerank_threads or default_workers()
+    reranker = batched(get_reranker(settings.reranker, threads), settings, metrics)  # a damaged model stops the start
     answerers, default = build_answerers(settings, llm, reranker)
     return QAEngine(
         settings.index_dir, lambda: get_query_embedder(settings.model, settings.device, settings.embed_backend,
@@ -80,8 +82,8 @@ def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | N
 
 
 def batched(reranker: Reranker | None, settings: Settings, metrics: Metrics) -> Reranker | None:
-    """The cross-encoder shared by concurrent requests through one encoder thread, with the
-    question encoder's window and batch bound (`BatchingReranker`)."""
+    """The cross-encoder shared by concurrent requests through `rerank_workers` encoder threads,
+    with the question encoder's window and batch bound (`BatchingReranker`)."""
     if reranker is None or not hasattr(reranker, "score_pairs"):
         return reranker
 
@@ -89,7 +91,8 @@ def batched(reranker: Reranker | None, settings: Settings, metrics: Metrics) -> 
         metrics.rerank_batch_size.observe(requests)
 
     return BatchingReranker(reranker, window_s=settings.batch_window_ms / 1000,  # type: ignore[arg-type]
-                            max_requests=settings.batch_max, on_batch=observe)
+                            max_requests=settings.batch_max, on_batch=observe,
+                            workers=settings.rerank_workers or default_workers())
 
 
 def configure_threads(settings: Settings) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -121,52 +121,55 @@ def authenticate_throttled(request: Request, settings: Settings, failures: RateL
         raise
 
 
-def _guard(scope: Scope) -> Callable[[Request], Principal]:
-    def dependency(request: Request) -> Principal:
-        state = request.app.state
-        principal = authenticate_throttled(request, state.settings, state.auth_failures)
-        if not principal.allows(scope):
-            raise ApiError(403, "forbidden", f"this API key has scope {principal.scope!r}; "
-                           f"this endpoint needs {scope!r}")
-        wait = state.rate_limiter.check(principal.key_id)
-        if wait > 0:
-            raise ApiError(429, "rate_limited", f"rate limit of {state.settings.rate_limit_per_minute} "
-                           f"requests a minute exceeded; retry in {math.ceil(wait)}s",
-                           {"Retry-After": str(math.ceil(wait))})
-        request.state.principal = principal
-        return principal
+# The dependencies are `async def` though they never wait: FastAPI runs a plain `def` one in a
+# worker thread, a hand-off there and back for each of a request's four (README, "Throughput").
+def _guard(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
+    async def dependency(request: Request) -> Principal:
+        return check_caller(scope, request)
 
     return dependency
 
 
 def check_caller(scope: Scope, request: Request) -> Principal:
-    """The route guard for ASGI apps mounted beside the routes (the MCP endpoint)."""
-    return _guard(scope)(request)
+    """The caller of a request that needs `scope`, or the ApiError to answer it with (401, 403,
+    429); the route guard, also for ASGI apps mounted beside the routes (the MCP endpoint)."""
+    state = request.app.state
+    principal = authenticate_throttled(request, state.settings, state.auth_failures)
+    if not principal.allows(scope):
+        raise ApiError(403, "forbidden", f"this API key has scope {principal.scope!r}; "
+                       f"this endpoint needs {scope!r}")
+    wait = state.rate_limiter.check(principal.key_id)
+    if wait > 0:
+        raise ApiError(429, "rate_limited", f"rate limit of {state.settings.rate_limit_per_minute} "
+                       f"requests a minute exceeded; retry in {math.ceil(wait)}s",
+                       {"Retry-After": str(math.ceil(wait))})
+    request.state.principal = principal
+    return principal
 
 
-def get_engine(request: Request) -> QAEngine:
+async def get_engine(request: Request) -> QAEngine:
     engine: QAEngine = request.app.state.engine
     return engine
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_jobs(request: Request) -> IngestJobs:
+async def get_jobs(request: Request) -> IngestJobs:
     jobs: IngestJobs = request.app.state.jobs
     return jobs
 
 
-def get_feedback(request: Request) -> FeedbackStore:
+async def get_feedback(request: Request) -> FeedbackStore:
     store: FeedbackStore | None = request.app.state.feedback
     if store is None:
         raise ApiError(503, "feedback_unavailable", "feedback cannot be stored: see the server log")
     return store
 
 
-def get_feedback_or_none(request: Request) -> FeedbackStore | None:
+async def get_feedback_or_none(request: Request) -> FeedbackStore | None:
     store: FeedbackStore | None = request.app.state.feedback
     return store
 

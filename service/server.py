@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,31 @@ ReadDeadlineProtocol: type[ReadDeadline] = ReadDeadlineH11Protocol if HttpToolsP
     type("ReadDeadlineProtocol", (ReadDeadline, HttpToolsProtocol), {"send_400_response": _refused})
 
 
+_TIMED_CLASS = re.compile(r"(ReadDeadlineProtocol|ReadDeadlineH11Protocol)_(\d+)us")
+
+
 def read_deadline_protocol(read_timeout_s: float, h11: bool = False) -> type[ReadDeadline]:
+    """The protocol class with this deadline. It is named after its deadline in this module
+    (`ReadDeadlineProtocol_10000000us`), made again on first use by that name in another
+    process: `serve --workers N` pickles it, by name, to each worker process."""
     base = ReadDeadlineH11Protocol if h11 else ReadDeadlineProtocol
-    return type(base.__name__, (base,), {"read_timeout_s": read_timeout_s})
+    name = f"{base.__name__}_{round(read_timeout_s * 1e6)}us"
+    return globals().get(name) or _timed_class(name)
+
+
+def _timed_class(name: str) -> type[ReadDeadline]:
+    match = _TIMED_CLASS.fullmatch(name)
+    if match is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    base = ReadDeadlineH11Protocol if match.group(1) == "ReadDeadlineH11Protocol" else ReadDeadlineProtocol
+    cls: type[ReadDeadline] = type(name, (base,), {"read_timeout_s": int(match.group(2)) / 1e6,
+                                                   "__qualname__": name, "__module__": __name__})
+    globals()[name] = cls
+    return cls
+
+
+def __getattr__(name: str) -> Any:  # unpickling in a worker process: the class by its name
+    return _timed_class(name)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

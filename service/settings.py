@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # against 0.02 ms with 1; one MiniLM query 90 ms against 20 ms, on this 2-core machine).
     torch_threads: int = Field(default=1, ge=0)
     faiss_threads: int = Field(default=1, ge=0)
+    # The cross-encoder's encoder threads, each scoring one pair at a time (0: one a core), and
+    # onnxruntime's intra-op threads for each pair (0: one a core). One thread of two intra-op
+    # threads served the most here (README, "Throughput"); more workers suit more cores.
+    rerank_workers: int = Field(default=1, ge=0, le=64)
+    rerank_threads: int = Field(default=0, ge=0, le=64)
 
     # answers
     abstain_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the calibrated default

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from index.models import bge
-from index.models.threads import one_thread
+from index.models.threads import default_workers, one_thread
 
 if TYPE_CHECKING:
     from index.models.onnx import OnnxEncoder
@@ -258,14 +258,15 @@ def get_embedder(model: str | None = None, device: str = "auto",
 
 
 def get_query_embedder(model: str | None = None, device: str = "auto", backend: str = "auto",
-                       few: int = FEW_TEXTS) -> Embedder:
+                       few: int = FEW_TEXTS, workers: int | None = None) -> Embedder:
     """The service's question encoder.
 
     "auto", "onnx" or "onnx-int8" on a CPU host: `OnnxQuestionEmbedder`, the cached ONNX export
     (made in a child process the first time) with no torch in this process until a batch needs
     it; int8 weights for "auto" and "onnx-int8" (`QUESTIONS_INT8`). If that cannot be set up,
     "auto" falls back to `get_embedder`. Anything else: `get_embedder`.
-    Calls of up to `few` texts (the service passes its micro-batch size) stay on ONNX.
+    Calls of up to `few` texts (the service passes its micro-batch size) stay on ONNX; int8
+    questions of one call run on `workers` threads (None: one a core).
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
@@ -277,7 +278,8 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
         location, label = model_location(model)
         try:
             return OnnxQuestionEmbedder(location, label, lambda: get_embedder(model, "cpu", "torch"),
-                                        few=few, quantize=backend == "onnx-int8" or (backend == "auto" and QUESTIONS_INT8))
+                                        few=few, quantize=backend == "onnx-int8" or (backend == "auto" and QUESTIONS_INT8),
+                                        workers=workers or default_workers())
         except Exception as e:
             if backend != "auto":
                 raise

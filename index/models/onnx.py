@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,11 @@ class OnnxQuestionEmbedder:
     """
 
     def __init__(self, location: str, model_name: str, batch_embedder: Any, *, few: int = 16,
-                 quantize: bool = False) -> None:
+                 quantize: bool = False, workers: int = 1) -> None:
         from tokenizers import Tokenizer
+
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
 
         root = Path(location)
         listed = _read_json(root / "modules.json")
@@ -249,6 +253,11 @@ class OnnxQuestionEmbedder:
         self.model_name, self.device, self.few = model_name, "cpu", few
         self._batch_embedder = batch_embedder
         self._lock = threading.Lock()
+        # int8 questions run one a run; a micro-batch's runs are shared out to `workers` threads
+        # (this one and workers - 1 more), calling the one session at once (its run releases
+        # the GIL), so a batch of questions uses every core and each vector is still its own
+        self.workers = workers
+        self._helpers: ThreadPoolExecutor | None = None
 
     def _session(self, path: Path) -> Any:
         """The onnxruntime session of `path`, made on first use (the fp32 one only when
@@ -273,7 +282,21 @@ class OnnxQuestionEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            return np.vstack([self._run(self.session, [t]) for t in texts])
+            n = min(self.workers, len(texts))
+            if n == 1:
+                return np.vstack([self._run(self.session, [t]) for t in texts])
+            if self._helpers is None:
+                self._helpers = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="notesrag-encode-helper")
+            parts = [texts[i::n] for i in range(n)]  # part i: questions i, i + n, ...
+            futures = [self._helpers.submit(self._each, part) for part in parts[1:]]
+            done = [self._each(parts[0]), *(f.result() for f in futures)]
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            for i, vecs in enumerate(done):
+                out[i::n] = vecs
+            return out
+
+    def _each(self, texts: list[str]) -> np.ndarray:
+        return np.vstack([self._run(self.session, [t]) for t in texts])
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Passages (an ingest job in the service), fp32: torch past `few` texts."""

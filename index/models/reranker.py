@@ -65,9 +65,11 @@ def packaged_dir() -> Path | None:
 class OnnxCrossEncoder:
     """A BERT-style cross-encoder in `folder` (model.onnx, tokenizer.json) on onnxruntime's CPU.
 
-    `sha256`, when given, is checked against model.onnx before the model is loaded. One call
-    runs at a time (the session is shared); `threads` is onnxruntime's intra-op count. A call's
-    pairs are sorted by length and run `chunk` at a time, each run padded to its longest.
+    `sha256`, when given, is checked against model.onnx before the model is loaded. Calls may
+    run at once from several threads, each on its own `threads` (onnxruntime's intra-op count;
+    its `run` is thread-safe, and the tokenizer only reads its settings), sharing one copy of
+    the weights. A call's pairs are sorted by length and run `chunk` at a time, each run
+    padded to its longest.
     """
 
     def __init__(self, folder: str | Path, *, sha256: str | None = None, name: str | None = None,
@@ -108,7 +110,6 @@ class OnnxCrossEncoder:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.name = name or str(root)
         self.path = model
-        self._lock = threading.Lock()
 
     def score(self, question: str, passages: Sequence[str]) -> np.ndarray:
         return self.score_pairs([(question, p) for p in passages])
@@ -118,12 +119,11 @@ class OnnxCrossEncoder:
         out = np.zeros(len(pairs), dtype=np.float32)
         if not pairs:
             return out
-        with self._lock:
-            encs = self.tokenizer.encode_batch(list(pairs))
-            order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
-            for lo in range(0, len(order), self.chunk):
-                run = order[lo:lo + self.chunk]
-                out[run] = self._run([encs[i] for i in run])
+        encs = self.tokenizer.encode_batch(list(pairs))
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        for lo in range(0, len(order), self.chunk):
+            run = order[lo:lo + self.chunk]
+            out[run] = self._run([encs[i] for i in run])
         return out
 
     def _run(self, encs: list[Any]) -> np.ndarray:
@@ -180,34 +180,62 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     scores: np.ndarray | None = None
     error: BaseException | None = None
+    left: int = 0  # runs of this request not scored yet
+
+
+# A run: (request, its pair's index there) for each pair, and the pairs, scored in one call.
+_Run = tuple[list[tuple[_Request, int]], list[tuple[str, str]]]
 
 
 class BatchingReranker:
-    """One cross-encoder shared by concurrent requests, their pairs scored together.
+    """One cross-encoder shared by concurrent requests, their pairs scored on every core.
 
-    Callers, from any thread, block in `score`. One encoder thread takes the requests waiting,
-    at most `max_requests`, and scores all their pairs in one `score_pairs` call, which sorts
-    them by length. Under load (the last batch held more than one request, or more are
-    already waiting) the first request of a batch waits up to `window_s` for company; a lone
-    request at low load is scored at once. `sizes` counts batches by how many requests each
-    held; `on_batch(requests, pairs)` is called for each, on the encoder thread.
+    Callers, from any thread, block in `score`. A dispatcher thread takes the requests waiting,
+    at most `max_requests`, sorts all their pairs by length (longest first) and cuts them into
+    runs of the model's `chunk` pairs (one run for the whole batch when the model has no
+    `chunk`); `workers` encoder threads score the runs, each through its own `score_pairs`
+    call, so a lone request's pairs, and those of concurrent requests, use every core. The
+    dispatcher keeps at most two runs a worker ahead of them, so under load requests gather in
+    its queue and form the next batch while the current one is scored (with one run a batch,
+    the next batch is gathered when a worker is free, as one encoder thread would). Under load (the last
+    batch held more than one request, or more are already waiting) the first request of a
+    batch waits up to `window_s` for company; a lone request is scored at once. With runs of
+    one pair (`OnnxCrossEncoder`'s default) a pair's score never depends on its company.
+    `sizes` counts batches by how many requests each held; `on_batch(requests, pairs)` is
+    called for each, on the dispatcher thread. With more than one worker, `inner.score_pairs`
+    must be safe to call from several threads at once.
     """
 
     def __init__(self, inner: PairScorer, window_s: float = 0.002, max_requests: int = 32,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int], None] | None = None, workers: int = 1) -> None:
         if window_s < 0:
             raise ValueError(f"window_s must be >= 0, got {window_s}")
         if max_requests < 1:
             raise ValueError(f"max_requests must be >= 1, got {max_requests}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.inner = inner
         self.name = inner.name
         self.window_s = window_s
         self.max_requests = max_requests
         self.on_batch = on_batch
+        self.workers = workers
+        chunk = getattr(inner, "chunk", None)
+        self.chunk: int | None = chunk if isinstance(chunk, int) and chunk >= 1 else None
         self.sizes: Counter[int] = Counter()
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._runs: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        # runs handed out and not finished; the dispatcher hands out at most two a worker, and
+        # gathers the next batch once fewer than that are left (runs of a few pairs: company
+        # gains nothing, the workers never wait for it) or, with one run a batch, once a worker
+        # is free, so that what arrives meanwhile joins the next call
+        self._out = 0
+        self._limit = 2 * workers
+        self._gather_below = self._limit if self.chunk is not None else workers
+        self._flow = threading.Condition()
+        self._finish = threading.Lock()  # requests' countdowns, shared by the workers
         self._last = 0
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._state = threading.Lock()
         self._closed = False
 
@@ -218,9 +246,12 @@ class BatchingReranker:
         with self._state:
             if self._closed:
                 raise RuntimeError("the cross-encoder is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="notesrag-rerank", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [threading.Thread(target=self._dispatch, name="notesrag-rerank", daemon=True)]
+                self._threads += [threading.Thread(target=self._work, name=f"notesrag-rerank-{i}", daemon=True)
+                                  for i in range(self.workers)]
+                for t in self._threads:
+                    t.start()
             self._queue.put(req)
         req.done.wait()
         if req.error is not None:
@@ -229,15 +260,15 @@ class BatchingReranker:
         return req.scores
 
     def close(self) -> None:
-        """Score what is already waiting, then stop the encoder thread; `score` fails after."""
+        """Score what is already waiting, then stop the threads; `score` fails after."""
         with self._state:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
+            threads = self._threads
             self._queue.put(None)
-        if thread is not None:
-            thread.join()
+        for t in threads:
+            t.join()
 
     def _gather(self) -> list[_Request] | None:
         first = self._queue.get()
@@ -263,24 +294,76 @@ class BatchingReranker:
             batch.append(item)
         return batch
 
-    def _loop(self) -> None:
-        while (batch := self._gather()) is not None:
-            self._last = len(batch)
-            self.sizes[len(batch)] += 1
-            pairs = [p for r in batch for p in r.pairs]
-            try:
-                if self.on_batch is not None:
-                    self.on_batch(len(batch), len(pairs))
-                scores = self.inner.score_pairs(pairs)
-            except Exception as e:  # every request of the batch gets the error; the thread goes on
+    def _split(self, batch: list[_Request]) -> list[_Run]:
+        """The batch's pairs as runs, longest pairs first: with runs of one pair the long ones
+        start first, so the workers finish together; with longer runs a run pads little."""
+        slots = sorted(((r, i) for r in batch for i in range(len(r.pairs))),
+                       key=lambda s: -(len(s[0].pairs[s[1]][0]) + len(s[0].pairs[s[1]][1])))
+        size = self.chunk or len(slots)
+        runs: list[_Run] = []
+        for lo in range(0, len(slots), size):
+            part = slots[lo:lo + size]
+            runs.append((part, [r.pairs[i] for r, i in part]))
+            for r in {r for r, _ in part}:
+                r.left += 1
+        return runs
+
+    def _wait_below(self, n: int) -> None:
+        with self._flow:
+            self._flow.wait_for(lambda: self._out < n)
+
+    def _dispatch(self) -> None:
+        try:
+            while True:
+                self._wait_below(self._gather_below)
+                if (batch := self._gather()) is None:
+                    break
+                self._last = len(batch)
+                self.sizes[len(batch)] += 1
                 for r in batch:
-                    r.error = e
-                    r.done.set()
-                continue
-            lo = 0
-            for r in batch:
-                r.scores = scores[lo:lo + len(r.pairs)]
-                lo += len(r.pairs)
+                    r.scores = np.zeros(len(r.pairs), dtype=np.float32)
+                try:
+                    if self.on_batch is not None:
+                        self.on_batch(len(batch), sum(len(r.pairs) for r in batch))
+                    runs = self._split(batch)
+                except Exception as e:  # every request of the batch gets the error; the thread goes on
+                    for r in batch:
+                        r.error = e
+                        r.done.set()
+                    continue
+                for run in runs:
+                    self._wait_below(self._limit)
+                    with self._flow:
+                        self._out += 1
+                    self._runs.put(run)
+        finally:
+            for _ in range(self.workers):
+                self._runs.put(None)
+
+    def _work(self) -> None:
+        while (run := self._runs.get()) is not None:
+            slots, pairs = run
+            error: BaseException | None = None
+            try:
+                scores = self.inner.score_pairs(pairs)
+            except Exception as e:  # its requests get the error; the thread goes on
+                error = e
+            with self._flow:
+                self._out -= 1
+                self._flow.notify()
+            with self._finish:
+                for k, (r, i) in enumerate(slots):
+                    if error is not None:
+                        r.error = r.error or error
+                    else:
+                        assert r.scores is not None
+                        r.scores[i] = scores[k]
+                finished = []
+                for r in {r for r, _ in slots}:
+                    r.left -= 1
+                    if r.left == 0:
+                        finished.append(r)
+            for r in finished:
                 r.done.set()
 
 

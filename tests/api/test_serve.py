@@ -59,3 +59,23 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def test_the_wire_protocol_reaches_worker_processes_by_name() -> None:
+    """`serve --workers N` pickles uvicorn's config, protocol class included, to each worker
+    (a spawned process): the class with the configured read deadline must unpickle there."""
+    import pickle
+
+    from service import server
+    from service.settings import Settings
+
+    cls = server.uvicorn_options(Settings(_env_file=None, read_timeout_s=7.5))["http"]  # type: ignore[call-arg]
+    assert cls is server.read_deadline_protocol(7.5) and cls.read_timeout_s == 7.5
+    data = pickle.dumps(cls)
+    del server.__dict__[cls.__name__]  # as in a fresh worker process, which has not made it yet
+    again = pickle.loads(data)
+    assert again is not cls and again.read_timeout_s == 7.5 and issubclass(again, server.ReadDeadlineProtocol)
+    h11 = server.read_deadline_protocol(0.25, h11=True)
+    assert pickle.loads(pickle.dumps(h11)) is h11 and issubclass(h11, server.ReadDeadlineH11Protocol)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        server.nothing  # noqa: B018

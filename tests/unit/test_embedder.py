@@ -98,6 +98,7 @@ e = get_query_embedder(device="cpu", few=4)
 fp32 = get_query_embedder(device="cpu", backend="onnx", few=4)
 out = {"backend": e.query_backend, "dim": e.dim, "model": e.model_name,
        "q": e.encode_queries(qs).tolist(), "alone": [e.encode_queries([q])[0].tolist() for q in qs],
+       "workers": e.workers, "one_worker": get_query_embedder(device="cpu", few=4, workers=1).encode_queries(qs).tolist(),
        "fp32_backend": fp32.query_backend, "fp32": fp32.encode_queries(qs).tolist(),
        "passages": e.encode(qs).tolist(),
        "torch_before_batch": "torch" in sys.modules or "sentence_transformers" in sys.modules}
@@ -121,7 +122,10 @@ print(json.dumps(out))
     # passages (an ingest job's few leaves) stay fp32, as the rest of the index
     np.testing.assert_allclose(np.array(out["passages"], dtype=np.float32), reference, atol=1e-5)
     q8 = np.array(out["q"], dtype=np.float32)
+    # a call's questions run on one thread a core, each alone: the vectors one thread gives
+    assert out["workers"] == len(os.sched_getaffinity(0))
     np.testing.assert_allclose(q8, np.array(out["alone"], dtype=np.float32), atol=1e-6)
+    np.testing.assert_allclose(q8, np.array(out["one_worker"], dtype=np.float32), atol=1e-6)
     cosines = (q8 * reference).sum(axis=1)
     assert cosines.min() > 0.97 and not np.allclose(q8, reference, atol=1e-5), cosines  # int8, and close
     batch = [f"note {i}" for i in range(5)]

@@ -1,5 +1,5 @@
 """The packaged cross-encoder: loads offline, ranks, refuses a damaged model by name, and is
-shared by concurrent requests through one encoder thread."""
+shared by concurrent requests through its encoder threads."""
 
 from __future__ import annotations
 
@@ -180,6 +180,8 @@ def test_an_error_reaches_its_callers_and_the_thread_goes_on(reranker: OnnxCross
         BatchingReranker(reranker, window_s=-1)
     with pytest.raises(ValueError, match="max_requests must be >= 1"):
         BatchingReranker(reranker, max_requests=0)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        BatchingReranker(reranker, workers=0)
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         OnnxCrossEncoder(Path("unused"), chunk=0)
 
@@ -190,3 +192,76 @@ def test_pairs_of_several_questions_in_one_call_score_as_alone(reranker: OnnxCro
     alone = np.concatenate([reranker.score(q, ps) for q, ps in QUESTIONS])
     assert together == pytest.approx(alone, abs=1e-5)  # sorted by length inside, in order outside
     assert together[0] > together[1] + 3
+
+
+class Recording:
+    """The real cross-encoder, one pair a run (as the packaged one), noting each run's pairs and
+    thread; its first `together` runs wait until that many run at once (a barrier)."""
+
+    chunk = 1
+
+    def __init__(self, inner: OnnxCrossEncoder, together: int = 0, fail_on: str | None = None) -> None:
+        self.inner, self.name = inner, inner.name
+        self.runs: list[tuple[str, list[tuple[str, str]]]] = []
+        self.together = together
+        self.barrier = threading.Barrier(max(together, 1), timeout=30)
+        self.fail_on = fail_on
+        self._lock = threading.Lock()
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        with self._lock:
+            self.runs.append((threading.current_thread().name, list(pairs)))
+            first = len(self.runs) <= self.together
+        if first:
+            self.barrier.wait()  # BrokenBarrierError, the request's error, unless enough run at once
+        if self.fail_on is not None and any(p == self.fail_on for _, p in pairs):
+            raise ValueError(f"cannot score {self.fail_on!r}")
+        return self.inner.score_pairs(pairs)
+
+
+def test_a_lone_requests_pairs_run_on_two_workers_at_once(reranker: OnnxCrossEncoder) -> None:
+    q, ps = QUESTIONS[3]  # three passages
+    rec = Recording(reranker, together=2)  # the first two runs pass only if both run at once
+    batcher = BatchingReranker(rec, window_s=60.0, workers=2)  # a lone request: no window
+    try:
+        got = batcher.score(q, ps)
+        assert got == pytest.approx(reranker.score(q, ps), abs=1e-5)  # in the order asked
+        assert [len(pairs) for _, pairs in rec.runs] == [1, 1, 1]  # one pair a run
+        assert len({name for name, _ in rec.runs}) == 2
+        assert batcher.sizes == Counter({1: 1})
+    finally:
+        batcher.close()
+    assert not any(t.is_alive() for t in batcher._threads)  # the dispatcher and both workers stopped
+
+
+def test_pairs_run_longest_first_and_score_as_alone_on_two_workers(reranker: OnnxCrossEncoder) -> None:
+    rec = Recording(reranker)
+    one = BatchingReranker(rec, window_s=0.0)
+    try:
+        q, ps = QUESTIONS[3]
+        one.score(q, ps)
+        lengths = [len(pairs[0][1]) for _, pairs in rec.runs]
+        assert lengths == sorted((len(p) for p in ps), reverse=True)  # the long ones start first
+    finally:
+        one.close()
+    two = BatchingReranker(reranker, window_s=0.002, workers=2)
+    try:
+        threads, got = _in_threads(two, QUESTIONS * 4)  # 20 requests at once, whatever their company
+        for t in threads:
+            t.join(60)
+        for i, (q, ps) in enumerate(QUESTIONS * 4):
+            assert got[i] == pytest.approx(reranker.score(q, ps), abs=1e-5)
+        assert sum(n * k for n, k in two.sizes.items()) == 20
+    finally:
+        two.close()
+
+
+def test_a_failing_run_fails_its_request_only_and_the_workers_go_on(reranker: OnnxCrossEncoder) -> None:
+    q, ps = QUESTIONS[3]
+    batcher = BatchingReranker(Recording(reranker, fail_on=ps[1]), window_s=0.0, workers=2)
+    try:
+        with pytest.raises(ValueError, match="cannot score"):
+            batcher.score(q, ps)
+        assert batcher.score(*QUESTIONS[0]) == pytest.approx(reranker.score(*QUESTIONS[0]), abs=1e-5)
+    finally:
+        batcher.close()
