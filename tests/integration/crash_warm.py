@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import tqdm
-
 from crash_corpus import HashEmbedder, corpus
+
 from index import ingest_sync
 
 tqdm.tqdm.monitor_interval = 0  # no monitor thread: the forkserver forks with one thread only
