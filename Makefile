@@ -34,8 +34,9 @@ chromium:
 	    echo "installing Debian's chromium for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# --durations: the slowest tests, printed at the end, so a test that grows shows up in CI's log
 test: install chromium
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20
 
 lint: install
 	$(VENV)/bin/ruff check index service eval tests bench

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from notes_copies import NotesCopies
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,7 +19,9 @@ NOTES = ROOT / "data" / "notes"
 def embedder():
     from index import get_embedder
 
-    return get_embedder()
+    # the same cache key as the service's get_embedder(settings.model, settings.device): the
+    # in-process services of the tests share this one loaded model
+    return get_embedder(None, "auto")
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +54,15 @@ def reranker():
     from index.models.reranker import packaged_reranker
 
     return packaged_reranker()
+
+
+@pytest.fixture(scope="session")
+def notes_copies(tmp_path_factory: pytest.TempPathFactory, embedder) -> NotesCopies:
+    """Copies of data/notes with their index, each kind ingested once (see notes_copies.py)."""
+    return NotesCopies(tmp_path_factory.mktemp("notes-copies"), embedder)
+
+
+@pytest.fixture
+def notes_copy(notes_copies: NotesCopies) -> tuple[Path, Path]:
+    """A copy of data/notes and its own index, for a test that changes them: (corpus root, index dir)."""
+    return notes_copies.fresh("notes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,9 +19,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from index import IndexConfig, get_embedder, ingest
+from index import get_embedder
 from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
+from service.feedback import DB_NAME as FEEDBACK_DB
+from service.jobs import JOURNAL
 from service.settings import Settings
 
 from .llm_stub import StubState, make_app
@@ -55,11 +58,23 @@ def embedder() -> SentenceTransformerEmbedder:
     return get_embedder(None, "auto")
 
 
+# what a service keeps in its index directory beside the snapshots: never copied with them
+SERVICE_STATE = shutil.ignore_patterns(f"{FEEDBACK_DB}*", JOURNAL, ".lock", ".tmp-*")
+
+
+def copy_index(src: Path, dst: Path) -> Path:
+    """A copy of the index in `src` (its snapshots and CURRENT), without the feedback, job journal
+    or lock a service left there. Snapshots name their sources by absolute path, so the copy
+    serves the same corpus as the original."""
+    shutil.copytree(src, dst, ignore=SERVICE_STATE)
+    return dst
+
+
 @pytest.fixture(scope="session")
-async def index_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Path:
-    d = tmp_path_factory.mktemp("index")
-    await ingest([NOTES], d, IndexConfig(), embedder=embedder)
-    return d
+def index_dir(tmp_path_factory: pytest.TempPathFactory, notes_index: Path) -> Path:
+    """data/notes indexed with the real model: a copy of the session's `notes_index` (one ingest
+    for the whole suite), so the services of these tests keep their feedback and jobs apart."""
+    return copy_index(notes_index, tmp_path_factory.mktemp("index") / "index")
 
 
 async def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:

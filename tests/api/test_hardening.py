@@ -4,6 +4,7 @@ authentication throttled, forwarding headers and Host checked, no secrets in sta
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import shutil
@@ -18,12 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from notes_copies import NotesCopies
 
 from index import IndexConfig, ingest
 from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
 
-from .conftest import ADMIN_KEY, NOTES, QUERY_KEY, auth, make_settings
+from .conftest import ADMIN_KEY, QUERY_KEY, auth, copy_index, make_settings
 from .servers import ServerThread
 
 SECRET = "The vault combination is swordfish-4471."
@@ -48,14 +50,14 @@ def leaks(c: httpx.Client, words: str = "vault combination swordfish") -> bool:
 
 
 @pytest.fixture
-async def hostile_corpus(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> tuple[Path, Path, Path]:
-    root, index_dir, outside = tmp_path / "corpus", tmp_path / "index", tmp_path / "outside"
-    shutil.copytree(NOTES, root)
-    (root / "t4").mkdir()
-    (root / "t4" / "note.md").write_text("# Tea\n\nOolong is partly oxidised tea.\n")
+async def hostile_corpus(tmp_path: Path, notes_copies: NotesCopies) -> tuple[Path, Path, Path]:
+    """A copy of data/notes with a folder t4, its index (ingested once, put back for each test),
+    and a folder outside the corpus root."""
+    root, index_dir = await asyncio.to_thread(notes_copies.fresh, "hostile",
+                                              {"t4/note.md": "# Tea\n\nOolong is partly oxidised tea.\n"})
+    outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secrets.md").write_text(f"# Vault\n\n{SECRET}\n")
-    await ingest([root], index_dir, IndexConfig(), embedder=embedder)
     return root, index_dir, outside
 
 
@@ -106,8 +108,6 @@ def test_what_a_snapshot_holds_from_outside_the_root_leaves_at_the_next_ingest(
     root, index_dir, outside = hostile_corpus
     # a snapshot written by an earlier version that followed the swapped link: it holds the
     # outside files under their own (resolved) names
-    import asyncio
-
     asyncio.run(ingest([root, outside], index_dir, IndexConfig(), embedder=embedder))
     with httpx.Client(base_url=confined_server.url, headers=auth(ADMIN_KEY), timeout=30) as c:
         assert c.post("/v1/reload").status_code == 200
@@ -146,14 +146,11 @@ def closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
 
 
 @pytest.fixture(scope="module")
-def wire_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def wire_server(tmp_path_factory: pytest.TempPathFactory, notes_index: Path) -> Iterator[ServerThread]:
     index_dir = tmp_path_factory.getbasetemp() / "wire-index"
-    import asyncio
-
-    from index import get_embedder
-
-    if not (index_dir / "CURRENT").exists():
-        asyncio.run(ingest([NOTES], index_dir, IndexConfig(), embedder=get_embedder(None, "auto")))
+    if not (index_dir / "CURRENT").exists():  # data/notes, as the session indexed it
+        shutil.rmtree(index_dir, ignore_errors=True)
+        copy_index(notes_index, index_dir)
     settings = make_settings(index_dir, read_timeout_s=1.5, keep_alive_s=1.0, max_connections=16,
                              auth_failure_burst=10, auth_failures_per_minute=6)
     with ServerThread(create_app(settings)) as server:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,25 +13,23 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from notes_copies import NotesCopies
 
 from index import IndexConfig, ingest
 from index.models.embedder import SentenceTransformerEmbedder
 from service.app import create_app
 from service.engine import Query
 
-from .conftest import ADMIN_KEY, NOTES, auth, client, make_settings, running, wait_until
+from .conftest import ADMIN_KEY, auth, client, make_settings, running, wait_until
 
 NEW_SECTION = "\n\n## Zanzibaria\n\nThe capital of Zanzibaria is Quuxville, a city of copper bridges.\n"
 QUESTION = {"question": "What is the capital of Zanzibaria?"}
 
 
 @pytest.fixture
-async def corpus(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> tuple[Path, Path]:
-    """A copy of data/notes and its own index."""
-    root, index_dir = tmp_path / "corpus", tmp_path / "index"
-    shutil.copytree(NOTES, root)
-    await ingest([root], index_dir, IndexConfig(), embedder=embedder)
-    return root, index_dir
+async def corpus(notes_copies: NotesCopies) -> tuple[Path, Path]:
+    """A copy of data/notes and its own index (ingested once, put back for each test)."""
+    return await asyncio.to_thread(notes_copies.fresh, "notes")
 
 
 @pytest.fixture

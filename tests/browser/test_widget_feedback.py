@@ -7,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
+
+from eval.cli import main as eval_main
 
 from .conftest import NOTES, QUERY_KEY, ROOT, PortalServer, ServerThread
 from .helpers import ask, open_portal, open_widget
@@ -96,11 +99,14 @@ def test_down_rating_with_a_searched_source_is_exported_and_scored(
     rows = {q["id"]: q for q in map(json.loads, questions.read_text(encoding="utf-8").splitlines())}
     mine = rows[f"fb-{answer_id}"]
     assert mine["question"] == "What is Huber loss?" and mine["feedback"]["comment"] == posts[1]["comment"]
-    done = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--questions", str(questions),
-                           "--corpus", str(NOTES), "--url", service.url, "--api-key", QUERY_KEY,
-                           "--modes", "hybrid", "--k", "5", "--no-ragas", "--no-progress", "--out", str(report)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    # `notesrag eval` in this process, as tests/api/test_feedback.py runs it (the CLI's own wiring is
+    # tested in tests/integration/test_eval_cli.py), in a thread of its own: Playwright's sync API
+    # keeps an event loop running in this one
+    with ThreadPoolExecutor(1) as pool:
+        code = pool.submit(eval_main, ["--questions", str(questions), "--corpus", str(NOTES), "--url", service.url,
+                                       "--api-key", QUERY_KEY, "--modes", "hybrid", "--k", "5", "--no-ragas",
+                                       "--no-progress", "--out", str(report)]).result(timeout=300)
+    assert code == 0
     scored = {row["qid"] for row in map(json.loads, (report / "per_question.jsonl").read_text().splitlines())}
     assert f"fb-{answer_id}" in scored
     assert json.loads((report / "report.json").read_text())["runs"][0]["metrics"]["hit@5"] == 1.0

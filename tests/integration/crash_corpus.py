@@ -32,3 +32,16 @@ class HashEmbedder:
             out[i, 0] += 1e-3
         vecs: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
         return vecs
+
+
+def ingest_child(root: str, idx: str, rebuild: bool) -> None:
+    """What a crash test's child process runs: `ingest_sync` with the hashing embedder, its
+    output thrown away (the kills interrupt it anywhere)."""
+    import os
+
+    from index import ingest_sync
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    ingest_sync([root], idx, embedder=HashEmbedder(), rebuild=rebuild)

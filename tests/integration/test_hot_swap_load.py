@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -54,9 +53,8 @@ def check_from_one_snapshot(body: dict[str, Any], tree: NodeTree, k: int) -> Non
     assert named <= {k}, (body["snapshot"], k, named)
 
 
-async def test_five_swaps_under_a_steady_stream_of_questions(tmp_path: Path) -> None:
-    corpus, index_dir = tmp_path / "corpus", tmp_path / "index"
-    shutil.copytree(NOTES, corpus)
+async def test_five_swaps_under_a_steady_stream_of_questions(tmp_path: Path, notes_copy: tuple[Path, Path]) -> None:
+    corpus, index_dir = notes_copy  # a copy of data/notes and its index
     original = (corpus / CHANGED).read_text(encoding="utf-8")
     # Without the cross-encoder: this is about swaps under a dense stream of questions, and 2,000
     # answers each scored by the cross-encoder (~50 ms a question on two cores) would not fit

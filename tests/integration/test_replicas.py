@@ -4,7 +4,6 @@ swaps to it on its own (docker-compose.yml runs the same shape behind nginx)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -55,13 +54,13 @@ class Load(threading.Thread):
                 c.close()
 
 
-def test_two_replicas_swap_to_a_new_snapshot_without_a_failed_request(tmp_path: Path) -> None:
-    corpus, index_dir = tmp_path / "corpus", tmp_path / "index"
-    shutil.copytree(NOTES, corpus)
+def test_two_replicas_swap_to_a_new_snapshot_without_a_failed_request(tmp_path: Path,
+                                                                     notes_copy: tuple[Path, Path]) -> None:
+    corpus, index_dir = notes_copy  # a copy of data/notes and its index
     replicas = [ServiceProcess(index_dir, corpus, tmp_path / f"replica-{n}.log") for n in range(2)]
     load: Load | None = None
     try:
-        replicas[0].start().wait_ready()  # the first builds the index from the corpus
+        replicas[0].start().wait_ready()
         replicas[1].start().wait_ready()
         old = current_path(index_dir)
         assert old is not None

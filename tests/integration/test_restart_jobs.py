@@ -4,7 +4,6 @@ is reported, finished or failed with the reason, never lost; the index and the j
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,11 @@ def submit(c: httpx.Client, body: dict[str, Any]) -> str:
     return job_id
 
 
-def test_jobs_survive_a_sigkill_as_finished_or_failed(tmp_path: Path) -> None:
-    corpus, index_dir = tmp_path / "corpus", tmp_path / "index"
-    shutil.copytree(NOTES, corpus)
+def test_jobs_survive_a_sigkill_as_finished_or_failed(tmp_path: Path, notes_copy: tuple[Path, Path]) -> None:
+    corpus, index_dir = notes_copy  # a copy of data/notes and its index
     service = ServiceProcess(index_dir, corpus, tmp_path / "service.log")
     try:
-        service.start().wait_ready()  # builds the index from the corpus first
+        service.start().wait_ready()
         with httpx.Client(base_url=service.url, headers=ADMIN, timeout=30) as c:
             with open(corpus / "06-rag.md", "a", encoding="utf-8") as f:
                 f.write("\n\n## Zanzibaria\n\nThe capital of Zanzibaria is Quuxville.\n")
