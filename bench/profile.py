@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.serve import free_port, load, questions, rss_mb, start_server, wait_ready
+from bench.serve import free_port, load, questions, rss_mb, start_server, stop_servers, wait_ready
 
 # (stage, what a frame's file path contains), in the order a stack is matched from its root
 STAGES: list[tuple[str, tuple[str, ...]]] = [
@@ -93,11 +93,7 @@ async def profile(index_dir: Path, backend: str, seconds: float, concurrency: in
                 raise RuntimeError(f"py-spy failed: {err.decode()[-500:]}")
             rss, _ = rss_mb(server.pid)
         finally:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_servers(server)
     n = sum(r.requests for r in rows)
     lat = sorted(x for r in rows for x in r.latencies_ms)
     rate = n / sum(r.seconds for r in rows)

@@ -138,6 +138,17 @@ def start_server(index_dir: Path, port: int, log: Path, backend: str = "auto") -
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def stop_servers(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGTERM every server at once, then wait up to 15 s for each; kill what is still up."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
     import httpx
 
@@ -309,13 +320,7 @@ async def run(levels: list[int], n: int, index_dir: Path | None, base_n: int = 6
             rss = {b: rss_mb(p.pid) for b, p in procs.items()}
             fds = {b: open_fds(p.pid) for b, p in procs.items()}
         finally:
-            for p in procs.values():
-                p.terminate()
-            for p in procs.values():
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_servers(*procs.values())
         if any(r.errors for r, _ in rows):
             for log in logs.values():
                 print(log.read_text()[-3000:], file=sys.stderr)

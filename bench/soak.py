@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import free_port, questions, rss_mb, start_server, wait_ready
+from bench.serve import free_port, questions, rss_mb, start_server, stop_servers, wait_ready
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -245,11 +244,7 @@ async def soak(minutes: float, probe_seconds: float, p99_ms: float, index_dir: P
                                sample_every_s=max(5.0, minutes * 60 / 20), workers=workers)
             alive = proc.poll() is None
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_servers(proc)
         if run.errors or not alive:
             print(log.read_text()[-3000:], file=sys.stderr)
     return table(probes, run, p99_ms, rss_ready, alive, cache)
