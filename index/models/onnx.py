@@ -17,11 +17,12 @@ import os
 import tempfile
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from index.models.threads import RoundRobin
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -215,9 +216,7 @@ class OnnxQuestionEmbedder:
                  quantize: bool = False, workers: int = 1) -> None:
         from tokenizers import Tokenizer
 
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-
+        self._spread = RoundRobin(workers, "notesrag-encode-helper")  # refuses workers < 1 first
         root = Path(location)
         listed = _read_json(root / "modules.json")
         modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
@@ -257,7 +256,6 @@ class OnnxQuestionEmbedder:
         # (this one and workers - 1 more), calling the one session at once (its run releases
         # the GIL), so a batch of questions uses every core and each vector is still its own
         self.workers = workers
-        self._helpers: ThreadPoolExecutor | None = None
 
     def _session(self, path: Path) -> Any:
         """The onnxruntime session of `path`, made on first use (the fp32 one only when
@@ -281,22 +279,15 @@ class OnnxQuestionEmbedder:
             return self.encode(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            n = min(self.workers, len(texts))
-            if n == 1:
-                return np.vstack([self._run(self.session, [t]) for t in texts])
-            if self._helpers is None:
-                self._helpers = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="notesrag-encode-helper")
-            parts = [texts[i::n] for i in range(n)]  # part i: questions i, i + n, ...
-            futures = [self._helpers.submit(self._each, part) for part in parts[1:]]
-            done = [self._each(parts[0]), *(f.result() for f in futures)]
-            out = np.empty((len(texts), self.dim), dtype=np.float32)
-            for i, vecs in enumerate(done):
-                out[i::n] = vecs
-            return out
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
 
-    def _each(self, texts: list[str]) -> np.ndarray:
-        return np.vstack([self._run(self.session, [t]) for t in texts])
+        def each(_: int, items: range) -> None:
+            for i in items:
+                out[i] = self._run(self.session, [texts[i]])[0]
+
+        with self._lock:
+            self._spread.run(len(texts), each)
+        return out
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Passages (an ingest job in the service), fp32: torch past `few` texts."""
