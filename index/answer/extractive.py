@@ -73,8 +73,6 @@ UNKNOWN_NAME_PENALTY = 2.0
 DEFAULT_UNITS_SCORED = 4
 # Words of a unit's context (heading, lead, unit) the cross-encoder reads.
 MAX_CONTEXT_WORDS = 48
-# Units are scored in calls of about one length: a call's longest at most this times its shortest.
-LENGTH_RATIO = 1.3
 MIN_LEAD_WORDS = 4
 # With PARTS, the parts of a unit (its sentences, a diagram's lines: `units.parts`) are scored
 # in place of it, and answer alone unless the question asks for stages (a diagram answers
@@ -361,7 +359,9 @@ def _rescore(question: str, cands: list[_Candidate], reranker: Reranker | None,
     # the start of a long unit decides its score; its tail costs time
     contexts = [" ".join(c.unit.context(c.heading[-1] if c.heading else "").split()[:MAX_CONTEXT_WORDS])
                 for c in top]
-    logits = _score_by_length(reranker, question, contexts)
+    # one call: the cross-encoder sorts the pairs by length itself and, packaged, runs each alone
+    # (`index.models.reranker.OnnxCrossEncoder.score_pairs`), so no pair is padded to another
+    logits = reranker.score(question, contexts)
     # a question about stages or a structure is answered by a diagram (or code) rather than by
     # a line near it: the cross-encoder reads arrow lines poorly
     bonus = SEQUENCE_BONUS if asks_for_sequence(question) else 0.0
@@ -369,22 +369,6 @@ def _rescore(question: str, cands: list[_Candidate], reranker: Reranker | None,
               for c, s in zip(top, logits, strict=True)]
     scored.sort(key=lambda c: -c.score)
     return scored
-
-
-def _score_by_length(reranker: Reranker, question: str, passages: list[str]) -> np.ndarray:
-    """The reranker's logits for `passages`, in their order, from calls on passages of about the
-    same length: a batch is padded to its longest pair, so a short unit scored beside a long
-    one costs as much as the long one (one call a pair measured 0.77x the time of one batch)."""
-    order = sorted(range(len(passages)), key=lambda i: len(passages[i]))
-    out = np.zeros(len(passages), dtype=np.float32)
-    group: list[int] = []
-    for i in [*order, -1]:
-        if group and (i < 0 or len(passages[i]) > LENGTH_RATIO * max(len(passages[group[0]]), 1)):
-            out[group] = reranker.score(question, [passages[j] for j in group])
-            group = []
-        if i >= 0:
-            group.append(i)
-    return out
 
 
 def _confidence(logit: float, cosine: float, penalty: float = 0.0) -> float:
