@@ -1,9 +1,9 @@
-"""int8 against fp32 question vectors on a labelled set, the passages' vectors staying fp32.
+"""int8 against fp32 question vectors on a labelled set, against one snapshot's passage vectors.
 
 Both encoders are `OnnxQuestionEmbedder` (the service's CPU question encoder): the fp32
 export, and its dynamically quantised int8 copy. Each question is encoded alone, as a
-request at low load is. The same snapshot (made by `notesrag ingest` or `notesrag eval`,
-fp32) is searched with each set of vectors, and the eval's own scoring ranks the first 10
+request at low load is. The same snapshot (made by `notesrag ingest` or `notesrag eval`;
+its passages fp32 by torch, or int8 as `EMBED_BACKEND=auto` embeds them now) is searched with each set of vectors, and the eval's own scoring ranks the first 10
 distinct documents of a BEIR set. int8 becomes the CPU default only within 0.005 nDCG@10.
 
     python -m bench.int8_questions --beir ../shared/datasets/scifact --index-dir DIR \\
@@ -62,7 +62,7 @@ def main(beir: Path, index_dir: Path, cache_root: Path, modes: list[str]) -> lis
         rows[name] = {"ms": enc.seconds * 1e3 / n,
                       **{r.spec.name: r.metrics for r in evaluation.runs}}
     lines = [f"{dataset.name}: {len(dataset.questions)} questions, {snapshot.manifest.leaves} leaves; "
-             "passages fp32, questions encoded one at a time",
+             f"passages {snapshot.manifest.embedder_backend or 'torch'}, questions encoded one at a time",
              "| questions | mode | nDCG@10 | MRR@10 | Recall@10 | encode ms/question |", "|---|---|---|---|---|---|"]
     for name, row in rows.items():
         for spec in specs:
@@ -78,7 +78,7 @@ def main(beir: Path, index_dir: Path, cache_root: Path, modes: list[str]) -> lis
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--beir", type=Path, required=True)
-    ap.add_argument("--index-dir", type=Path, required=True, help="an fp32 snapshot of the set's corpus")
+    ap.add_argument("--index-dir", type=Path, required=True, help="a snapshot of the set's corpus (fp32 or int8 passages)")
     ap.add_argument("--cache-root", type=Path, default=Path("var/eval-cache"))
     ap.add_argument("--modes", default="dense,hybrid")
     a = ap.parse_args()

@@ -21,11 +21,13 @@ GATE_RUN = "hybrid+merge"
 # and a question naming what the index never mentions penalised). The abstention floors changed on purpose: a false "not
 # covered" is the failure a user trusts least, so recall was traded for precision; the
 # low-confidence flag is the softer abstention, and has floors of its own.
+# Retrieval since passages are embedded in int8 on the CPU (PASSAGES_INT8): fp32 passages gave
+# mrr@10 0.961, ndcg@10 0.970, hit@1 0.928 with the same answers.
 MEASURED: dict[str, float] = {
-    "mrr@10": 0.961,
-    "ndcg@10": 0.970,
+    "mrr@10": 0.954,
+    "ndcg@10": 0.965,
     "recall@10": 1.000,
-    "hit@1": 0.928,
+    "hit@1": 0.917,
     "answer_accuracy": 0.917,
     "f1": 0.420,  # a question for one thing: a lead-in list gives its lead-in and one item
     "noanswer_precision": 1.000,

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 VECTOR_BACKENDS = ("faiss", "milvus")
+# how texts are embedded, see index.models.embedder
+EMBED_BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 MILVUS_INDEX_TYPES = ("FLAT", "HNSW")
 # Milvus names: a letter or underscore, then letters, digits and underscores. A generation
 # suffix (`_g` and 8 hex digits, index.store.milvus) is appended, so the name stays under 245.
@@ -34,6 +36,9 @@ class IndexConfig:
     chunk_overlap: int = 20
     model: str | None = None  # None: the packaged all-MiniLM-L6-v2
     device: str = "auto"
+    # How passages are embedded (index.models.embedder.BACKEND_CHOICES): "auto" is int8 ONNX on a
+    # CPU host (each text alone, no torch) and torch on a GPU; "torch" gives fp32 passage vectors.
+    embed_backend: str = "auto"
     batch_size: int | None = None  # None: sized for the device
     hnsw_threshold: int = 100_000
     max_file_bytes: int = MAX_FILE_BYTES
@@ -62,6 +67,8 @@ class IndexConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.hnsw_threshold <= 0:
             raise ValueError(f"hnsw_threshold must be positive, got {self.hnsw_threshold}")
+        if self.embed_backend not in EMBED_BACKENDS:
+            raise ValueError(f"embed backend must be one of {', '.join(EMBED_BACKENDS)}, got {self.embed_backend!r}")
         if self.sentence_vectors not in ("pooled", "separate"):
             raise ValueError(f"sentence vectors must be pooled or separate, got {self.sentence_vectors!r}")
         if self.vector_backend not in VECTOR_BACKENDS:

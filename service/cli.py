@@ -148,7 +148,7 @@ def watch(
         sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_watch(paths, _index_dir(index_dir), config, get_embedder(config.model, config.device),
+        asyncio.run(run_watch(paths, _index_dir(index_dir), config, get_embedder(config.model, config.device, config.embed_backend),
                               debounce_ms=debounce_ms, on_report=show))
 
 

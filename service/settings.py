@@ -252,7 +252,7 @@ class Settings(BaseSettings):
         sizes = [int(s) for s in chunk_sizes.split(",")] if chunk_sizes else self.chunk_sizes
         return IndexConfig(
             chunk_sizes=tuple(sizes), chunk_overlap=self.chunk_overlap, model=self.model,
-            device=self.device, hnsw_threshold=self.hnsw_threshold, max_file_bytes=self.max_file_bytes,
+            device=self.device, embed_backend=self.embed_backend, hnsw_threshold=self.hnsw_threshold, max_file_bytes=self.max_file_bytes,
             vector_backend=self.vector_backend, milvus_uri=self.milvus_uri,
             milvus_token=self.milvus_token.get_secret_value() if self.milvus_token else None,
             milvus_collection=self.milvus_collection, milvus_index_type=self.milvus_index_type,

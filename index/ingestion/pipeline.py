@@ -239,7 +239,7 @@ async def ingest(
     fence = Path(confine).resolve(strict=True) if confine is not None else None
     checked_roots(paths, fence)  # fail at once, before the model loads
     emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model,
-                                                                         config.device)
+                                                                         config.device, config.embed_backend)
     index_dir = Path(index_dir)
     # the roots are resolved again once the lock is held: a job may wait for it, and a link
     # swapped in meanwhile must not take the run outside `confine`

@@ -139,7 +139,8 @@ async def ingest_ray(
         raise ValueError(f"actors must be at least 1, got {actors}")
     roots = checked_roots(paths)
     # the CPU: a local GPU is the actors'; the driver needs only the name and the dimension
-    emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model, "cpu")
+    emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model, "cpu",
+                                                                         config.embed_backend)
     index_dir = Path(index_dir)
     session = RaySession(address)
     try:
@@ -228,7 +229,8 @@ class _RayRun(_Run):
             fn_constructor_kwargs={"model": self.config.model, "device": device,
                                    "batch_size": self.config.batch_size,
                                    "expect": (self.embedder.model_name, self.embedder.dim),
-                                   "sentence_vectors": self.config.sentence_vectors},
+                                   "sentence_vectors": self.config.sentence_vectors,
+                                   "backend": self.config.embed_backend},
             **({"num_gpus": share} if gpus else {"num_cpus": share}),
         )
         return iter(ds.iter_batches(batch_size=None, batch_format="numpy")), sent
@@ -263,14 +265,14 @@ class _EncodeLeaves:
     """
 
     def __init__(self, model: str | None, device: str, batch_size: int | None, expect: tuple[str, int],
-                 sentence_vectors: str = "pooled") -> None:
+                 sentence_vectors: str = "pooled", backend: str = "auto") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if device == "cpu":
             import torch
 
             torch.set_num_threads(1)  # one actor per core: threads would only wait for each other
-        self.embedder = get_embedder(model, device)
+        self.embedder = get_embedder(model, device, backend)
         if (self.embedder.model_name, self.embedder.dim) != tuple(expect):
             raise IngestError(f"a Ray worker loaded model {self.embedder.model_name!r} (dim {self.embedder.dim}), "
                               f"the driver {expect[0]!r} (dim {expect[1]})")

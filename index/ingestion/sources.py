@@ -337,7 +337,8 @@ async def ingest_site(url: str, index_dir: str | Path, config: IndexConfig | Non
     if max_pages < 1:
         raise ValueError(f"max_pages must be at least 1, got {max_pages}")
     config = config or IndexConfig()
-    emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model, config.device)
+    emb = embedder if embedder is not None else await asyncio.to_thread(get_embedder, config.model, config.device,
+                                                                        config.embed_backend)
     index_dir = Path(index_dir)
     return await run_locked(index_dir, lambda: _SiteRun(
         url, index_dir, config, emb, strict=strict, rebuild=rebuild, progress=progress, max_pages=max_pages,

