@@ -206,12 +206,12 @@ class OnnxQuestionEmbedder:
     tokenised by `tokenizers`, with neither torch nor sentence-transformers in the process.
 
     That keeps the server's memory to what serving needs (torch and sentence-transformers
-    are about 540 MB of RSS once imported). A call with more than `few` texts, which only an
-    ingestion job in the service makes, loads the torch model on first use (`batch_embedder`);
-    both give the same vectors. The model folder must be a sentence-transformers
-    Transformer -> Pooling [-> Normalize] folder with a `tokenizer.json`. `quantize`: the
-    export's int8 copy (`quantize_int8`, made here without torch) encodes the questions, whose
-    vectors are then searched against fp32 passage vectors.
+    are about 540 MB of RSS once imported). Without `int8_passages`, a call with more than
+    `few` texts (an ingestion job in the service) loads the torch model on first use
+    (`batch_embedder`); both give the same vectors. The model folder must be a
+    sentence-transformers Transformer -> Pooling [-> Normalize] folder with a `tokenizer.json`.
+    `quantize`: the export's int8 copy (`quantize_int8`, made here without torch) encodes the
+    questions, which may be searched against fp32 passage vectors or int8 ones.
 
     `int8_passages` (needs `quantize`): passages go through the int8 copy too, each text
     alone, a batch's texts shared out to `workers` threads, with no torch ever loaded
