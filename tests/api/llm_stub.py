@@ -36,8 +36,11 @@ def echo_answer(messages: list[dict[str, Any]]) -> str:
     if not found:
         return "NOT_FOUND"
     def first_line(n: int) -> str:
+        # the first line that reads as a sentence of its own: a fragment that starts in lower case
+        # (what is left of a line whose formula was lost) would join the sentence before it
         text = found[n].split("\n\n", 1)[-1]
-        return next((line.strip("- ").rstrip(".") for line in text.splitlines() if line.strip()), "")
+        lines = [line.strip("- ").rstrip(".") for line in text.splitlines() if line.strip("- ")]
+        return next((line for line in lines if not line[0].islower()), lines[0] if lines else "")
 
     # each sentence restates a line of the passage it cites, so the citation check keeps both
     return f"{first_line(1)} [1]. {first_line(min(2, len(found)))} [{min(2, len(found))}]."
