@@ -6,6 +6,8 @@ from index.answer.units import (
     Unit,
     asks_for_quantity,
     asks_for_several,
+    counted,
+    names_counted,
     parts,
     states_number,
     units_of,
@@ -156,6 +158,24 @@ def test_questions_for_a_quantity_and_answers_that_state_one() -> None:
         assert not asks_for_quantity(q), q
     assert states_number("-> Conv1 -> 64*112*112") and states_number("about thirty thousand tokens")
     assert not states_number("Split the image into non-overlapping windows.")
+
+
+def test_what_a_quantity_question_counts_and_answers_that_name_it() -> None:
+    assert counted("How many attention heads does BERT-base have?") == "heads"
+    assert counted("How many output classes does the final softmax have?") == "classes"
+    assert counted("How many GPUs?") == "GPUs"
+    assert counted("What batch size was CLIP trained with?") == "batch"
+    assert counted("What is the default dropout rate?") == "dropout"
+    # nothing named: "how large", a bare measure
+    for q in ("How large is BERT's token vocabulary?", "What value is typical for Leaky ReLU?",
+              "What is the size of the window?", "How does LoRA work?"):
+        assert counted(q) is None, q
+    # a stemmed word of it, in the answer or its heading
+    assert names_counted("How many output classes does it have?", "FNN + Softmax -> 1000 classes")
+    assert names_counted("How many heads does it use?", "Multi-head self-attention, 8 of them")
+    assert not names_counted("How many parameters does ResNet-50 have?", "Residual Network with 50 layers")
+    assert not names_counted("What batch size was CLIP trained with?", "CLIP maps images and text, 400M pairs")
+    assert names_counted("How large is BERT's vocabulary?", "BERT uses 30,000 tokens")  # names nothing
 
 
 def test_names_the_notes_never_mention() -> None:
