@@ -27,8 +27,8 @@ MEASURED: dict[str, float] = {
     "ndcg@10": 0.970,
     "recall@10": 1.000,
     "hit@1": 0.928,
-    "answer_accuracy": 0.917,
-    "f1": 0.420,  # a question for one thing: a lead-in list gives its lead-in and one item
+    "answer_accuracy": 0.928,  # 0.917 before a definition of the term a question names was preferred
+    "f1": 0.425,  # a question for one thing: a lead-in list gives its lead-in and one item
     "noanswer_precision": 1.000,
     "noanswer_recall": 0.588,  # 0.353 before the counted-thing check and a quantity penalty of 5
     "flagged_noanswer_precision": 0.771,

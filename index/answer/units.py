@@ -153,6 +153,32 @@ def unknown_names(question: str, vocab: frozenset[str]) -> list[str]:
     return out
 
 
+# A definition's term: what comes before the first colon of a line or bullet, in at most
+# TERM_WORDS words ("IS (Inception Score): uses a pretrained classifier ...").
+_TERM = re.compile(r"^\s*(?:[-*•+]\s+)?([^:.?!]{3,60}?):\s")
+TERM_WORDS = 6
+_FOLD = re.compile(r"[^a-z0-9]+")
+
+
+def defined_terms(text: str) -> list[str]:
+    """The names a definition line defines: its term and what its brackets spell out ("IS
+    (Inception Score)" -> "IS", "Inception Score"), those of at least 3 characters; [] for a line
+    that defines nothing."""
+    m = _TERM.match(text)
+    if not m or len(m.group(1).split()) > TERM_WORDS:
+        return []
+    term = m.group(1)
+    names = [re.sub(r"\s*\([^)]*\)", "", term).strip(), *re.findall(r"\(([^)]*)\)", term)]
+    return [n for n in names if len(n) >= 3]
+
+
+def names_term(question: str, text: str) -> bool:
+    """Whether `question` names, as whole words, a term that `text` defines ("How does the
+    Inception Score judge ...?" and "IS (Inception Score): ...", not "Fréchet Inception Distance")."""
+    folded = f" {_FOLD.sub(' ', question.lower())} "
+    return any(f" {_FOLD.sub(' ', n.lower()).strip()} " in folded for n in defined_terms(text))
+
+
 def asks_for_several(question: str) -> bool:
     """Whether a question asks for several things ("What are...", "ways to", "stages")."""
     return bool(_LIST_QUESTION.search(question))

@@ -122,3 +122,18 @@ def test_a_count_the_answer_does_not_state_is_not_covered_but_an_enumeration_sta
     assert stages.answerable and "-> Conv5 -> 2048*7*7" in stages.plain
     ways = ask("How many ways are there to reduce overfitting?")
     assert ways.answerable and not ways.low_confidence and "Use dropout" in ways.plain
+
+
+@pytest.mark.slow
+def test_the_definition_of_the_term_a_question_names_answers_it(notes_retriever, reranker, monkeypatch):
+    import index.answer.extractive as ex
+
+    q = "Explain how a decision tree works."
+    qv = notes_retriever.embed_queries([q])[0]
+    hits = notes_retriever.search(q, k=5, query_vector=qv)
+    a = extract_answer(q, qv, hits, notes_retriever.snapshot, reranker=reranker)
+    assert a.plain == "Decision Tree: iteratively split on feature conditions.", a.plain
+    # without the bonus the cross-encoder picks the GBDT line; the confidence is the same either way
+    monkeypatch.setattr(ex, "TERM_BONUS", 0.0)
+    plain = extract_answer(q, qv, hits, notes_retriever.snapshot, reranker=reranker)
+    assert plain.plain.startswith("Gradient Boosted Decision Trees") and plain.confidence == a.confidence
