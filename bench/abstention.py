@@ -97,7 +97,8 @@ def dump(out: Path, index_dir: Path | None) -> None:
             "id": q.id, "half": half(q.id), "question": q.question, "answerable": q.answerable,
             "correct": bool(a.answerable and any(states_evidence(a.plain, e) for e in q.evidence)),
             "answer": a.plain, "confidence": a.confidence, "low_confidence": a.low_confidence,
-            "best_logit": ranked[0].score if ranked else -20.0,
+            # the logit the confidence reads (without the term bonus that chooses the answer)
+            "best_logit": max((c.score - c.bonus for c in ranked), default=-20.0),
             "max_cos": max((c.cosine for c in cands), default=0.0),
             "cov_answer": share(words, " ".join(t for c in chosen for t in (*c.heading, c.unit.text))),
             "cov_section": share(words, section_text),
