@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from index.store.lexical import tokenize
 from index.store.sentences import split_sentences
 
 # A line of prose longer than this many words is cut into sentences.
@@ -87,6 +88,43 @@ def states_number(text: str) -> bool:
     return bool(_NUMBER.search(text))
 
 
+# What a quantity question counts ("How many attention heads ..." -> "heads") or measures
+# ("What batch size ..." -> "batch"); an answer that never names it states another number.
+_HOW_MANY = re.compile(
+    r"\bhow many (?:[\w'-]+ ){0,3}?([\w'-]+?)(?= (?:does|do|did|is|are|was|were|should|can|could|would|"
+    r"will|has|have|had|in|for|of|to|on|per|at|with)\b|\?|$)", re.IGNORECASE)
+_MEASURED = re.compile(
+    r"\bwhat ((?:[\w'-]+ ){1,4})(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
+    r"ratio|epochs?|steps|timesteps|year|depth|width)\b", re.IGNORECASE)
+# words before the measure that do not say what is measured ("What is the default batch size")
+_NOT_MEASURED = frozenset({"is", "are", "was", "were", "the", "a", "an", "default", "typical", "usual",
+                           "best", "good", "optimal", "recommended"})
+
+
+def counted(question: str) -> str | None:
+    """What a quantity question counts or measures, when it names it: the noun after "how many"
+    ("How many attention heads ..." -> "heads"), or the words before the measure ("What batch
+    size ..." -> "batch"); None for "How large is ...", "What value is ...". """
+    m = _HOW_MANY.search(question)
+    if m:
+        return m.group(1)
+    m = _MEASURED.search(question)
+    if m:
+        return " ".join(w for w in m.group(1).split() if w.lower() not in _NOT_MEASURED) or None
+    return None
+
+
+def names_counted(question: str, text: str) -> bool:
+    """Whether `text` names what `question` counts or measures (a stemmed word of it; true when
+    the question names nothing): "1000 classes" for "How many output classes ...", not the
+    50 of "ResNet50" for "How many parameters does ResNet-50 have?"."""
+    what = counted(question)
+    if what is None:
+        return True
+    words = set(tokenize(what))
+    return not words or bool(words & set(tokenize(text)))
+
+
 # A name in a question: a word with a capital or a digit past its first letter ("AdamW",
 # "CIFAR-10", "PyTorch"), an acronym, or a capitalised hyphenated word.
 _NAME = re.compile(r"\b(?:[A-Za-z]+[A-Z0-9][\w-]*|[A-Z][a-z]+(?:-\w+)+|[A-Z]{2,}\w*)\b")
@@ -113,6 +151,32 @@ def unknown_names(question: str, vocab: frozenset[str]) -> list[str]:
             continue
         out.append(name)
     return out
+
+
+# A definition's term: what comes before the first colon of a line or bullet, in at most
+# TERM_WORDS words ("IS (Inception Score): uses a pretrained classifier ...").
+_TERM = re.compile(r"^\s*(?:[-*•+]\s+)?([^:.?!]{3,60}?):\s")
+TERM_WORDS = 6
+_FOLD = re.compile(r"[^a-z0-9]+")
+
+
+def defined_terms(text: str) -> list[str]:
+    """The names a definition line defines: its term and what its brackets spell out ("IS
+    (Inception Score)" -> "IS", "Inception Score"), those of at least 3 characters; [] for a line
+    that defines nothing."""
+    m = _TERM.match(text)
+    if not m or len(m.group(1).split()) > TERM_WORDS:
+        return []
+    term = m.group(1)
+    names = [re.sub(r"\s*\([^)]*\)", "", term).strip(), *re.findall(r"\(([^)]*)\)", term)]
+    return [n for n in names if len(n) >= 3]
+
+
+def names_term(question: str, text: str) -> bool:
+    """Whether `question` names, as whole words, a term that `text` defines ("How does the
+    Inception Score judge ...?" and "IS (Inception Score): ...", not "Fréchet Inception Distance")."""
+    folded = f" {_FOLD.sub(' ', question.lower())} "
+    return any(f" {_FOLD.sub(' ', n.lower()).strip()} " in folded for n in defined_terms(text))
 
 
 def asks_for_several(question: str) -> bool:

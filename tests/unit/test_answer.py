@@ -103,3 +103,37 @@ def test_a_question_for_one_thing_gets_the_item_after_its_lead_not_the_list(note
     assert sum(name in a.plain for name in ("XGBoost", "LightGBM", "CatBoost")) <= 1  # not the whole list
     node = notes_retriever.snapshot.tree[a.citations[0].node_id]
     assert a.citations[0].quote in node.text
+
+
+@pytest.mark.slow
+def test_a_count_the_answer_does_not_state_is_not_covered_but_an_enumeration_states_one(notes_retriever, reranker):
+    def ask(q: str):  # type: ignore[no-untyped-def]
+        qv = notes_retriever.embed_queries([q])[0]
+        return extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot,
+                              reranker=reranker)
+
+    # the BERT lines state a number (30,000 tokens), never a count of parameters
+    bert = ask("How many parameters does BERT have?")
+    assert not bert.answerable and bert.text == NOT_FOUND, bert.text
+    # a random forest's line names trees and no number
+    assert not ask("How many trees does a random forest use?").answerable
+    # a diagram or a list answers a count by what it enumerates, numbers or not
+    stages = ask("How many stages does ResNet50 have?")
+    assert stages.answerable and "-> Conv5 -> 2048*7*7" in stages.plain
+    ways = ask("How many ways are there to reduce overfitting?")
+    assert ways.answerable and not ways.low_confidence and "Use dropout" in ways.plain
+
+
+@pytest.mark.slow
+def test_the_definition_of_the_term_a_question_names_answers_it(notes_retriever, reranker, monkeypatch):
+    import index.answer.extractive as ex
+
+    q = "Explain how a decision tree works."
+    qv = notes_retriever.embed_queries([q])[0]
+    hits = notes_retriever.search(q, k=5, query_vector=qv)
+    a = extract_answer(q, qv, hits, notes_retriever.snapshot, reranker=reranker)
+    assert a.plain == "Decision Tree: iteratively split on feature conditions.", a.plain
+    # without the bonus the cross-encoder picks the GBDT line; the confidence is the same either way
+    monkeypatch.setattr(ex, "TERM_BONUS", 0.0)
+    plain = extract_answer(q, qv, hits, notes_retriever.snapshot, reranker=reranker)
+    assert plain.plain.startswith("Gradient Boosted Decision Trees") and plain.confidence == a.confidence

@@ -6,6 +6,10 @@ from index.answer.units import (
     Unit,
     asks_for_quantity,
     asks_for_several,
+    counted,
+    defined_terms,
+    names_counted,
+    names_term,
     parts,
     states_number,
     units_of,
@@ -156,6 +160,39 @@ def test_questions_for_a_quantity_and_answers_that_state_one() -> None:
         assert not asks_for_quantity(q), q
     assert states_number("-> Conv1 -> 64*112*112") and states_number("about thirty thousand tokens")
     assert not states_number("Split the image into non-overlapping windows.")
+
+
+def test_what_a_quantity_question_counts_and_answers_that_name_it() -> None:
+    assert counted("How many attention heads does BERT-base have?") == "heads"
+    assert counted("How many output classes does the final softmax have?") == "classes"
+    assert counted("How many GPUs?") == "GPUs"
+    assert counted("What batch size was CLIP trained with?") == "batch"
+    assert counted("What is the default dropout rate?") == "dropout"
+    # nothing named: "how large", a bare measure
+    for q in ("How large is BERT's token vocabulary?", "What value is typical for Leaky ReLU?",
+              "What is the size of the window?", "How does LoRA work?"):
+        assert counted(q) is None, q
+    # a stemmed word of it, in the answer or its heading
+    assert names_counted("How many output classes does it have?", "FNN + Softmax -> 1000 classes")
+    assert names_counted("How many heads does it use?", "Multi-head self-attention, 8 of them")
+    assert not names_counted("How many parameters does ResNet-50 have?", "Residual Network with 50 layers")
+    assert not names_counted("What batch size was CLIP trained with?", "CLIP maps images and text, 400M pairs")
+    assert names_counted("How large is BERT's vocabulary?", "BERT uses 30,000 tokens")  # names nothing
+
+
+def test_the_terms_a_definition_defines_and_questions_that_name_them() -> None:
+    assert defined_terms("IS (Inception Score): uses a pretrained classifier.") == ["Inception Score"]
+    assert defined_terms("- Batch Norm (BN): normalizes across the batch.") == ["Batch Norm"]  # "BN" too short
+    assert defined_terms("Gradient Boosted Decision Trees (GBDT): builds trees.") == [
+        "Gradient Boosted Decision Trees", "GBDT"]
+    for text in ("Residual Network with 50 layers, used for classification.", "Lower is better.",
+                 "Within each Encoder or Decoder block of the Transformer, we have: attention"):
+        assert defined_terms(text) == [], text  # no term, or a lead-in sentence
+    assert names_term("How does the Inception Score judge images?", "IS (Inception Score): uses a classifier.")
+    assert not names_term("How does the Inception Score judge images?",
+                          "FID (Fréchet Inception Distance): measures similarity.")
+    assert names_term("Explain how a decision tree works.", "Decision Tree: iteratively split.")
+    assert not names_term("Name an implementation of decision trees.", "Decision Tree: iteratively split.")
 
 
 def test_names_the_notes_never_mention() -> None:
