@@ -24,6 +24,9 @@ RunScores = Mapping[str, Mapping[str, float]]
 # Filler id for a query the run does not mention: ranx needs at least one document per
 # query, and a document that is never relevant scores 0 on every metric.
 _MISSING_DOC = "\x00no-result"
+# the width of the document ids ranx sees (_same_width_ids): 16**8 distinct ids per evaluation
+# before a wider (still correct) name appears
+_ID_WIDTH = 8
 
 
 def _check_k(k: int) -> None:
@@ -123,6 +126,29 @@ def _judged(qrels: Qrels) -> dict[str, dict[str, int]]:
     return judged
 
 
+def _same_width_ids(
+    judged: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, float]]]:
+    """The same judgements with every document id renamed to one of a single width.
+
+    ranx stores a query's document ids in a NumPy array of fixed-width strings, as wide as its
+    longest id, and numba compiles ranx's functions again for each new width: with a cold numba
+    cache (a fresh install) that is tens of seconds per width, and every id set of another
+    longest length paid it. The metrics only compare ids for equality, so consistent renaming
+    (the same id -> the same name, in qrels and run alike) leaves every number unchanged.
+    """
+    names: dict[str, str] = {}
+
+    def rename(doc_id: str) -> str:
+        name = names.get(doc_id)
+        if name is None:
+            name = names[doc_id] = f"{len(names):0{_ID_WIDTH}x}"
+        return name
+
+    return ({qid: {rename(d): g for d, g in docs.items()} for qid, docs in judged.items()},
+            {qid: {rename(d): s for d, s in docs.items()} for qid, docs in run.items()})
+
+
 def _ranx_evaluate(
     qrels: Qrels, run: RunScores, k: int
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -132,6 +158,7 @@ def _ranx_evaluate(
     for qid in judged:
         ranked = _ranked_ids(run.get(qid, {})) or [_MISSING_DOC]
         run_dict[qid] = run_from_ranking(ranked)
+    judged, run_dict = _same_width_ids(judged, run_dict)
 
     # ranx pulls in numba and pandas; imported here so that loading this module for
     # the answer metrics stays cheap.

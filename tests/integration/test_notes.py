@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
 from index import MODES
 
@@ -67,15 +69,25 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+def in_process_cli(*args: str) -> Result:
+    """The same commands in this process, with its loaded models: a fresh interpreter for each
+    would import torch and load them again (`python -m service.cli` is run by the tests beside)."""
+    from service.cli import app
+    from service.settings import get_settings
+
+    get_settings.cache_clear()  # read from this environment, as a fresh process would
+    return CliRunner().invoke(app, list(args))
+
+
 def test_cli_ingest_and_search(tmp_path):
     idx = tmp_path / "idx"
-    r = cli("ingest", str(NOTES), "--index-dir", str(idx), "--no-progress")
-    assert r.returncode == 0, r.stderr
+    r = in_process_cli("ingest", str(NOTES), "--index-dir", str(idx), "--no-progress")
+    assert r.exit_code == 0, r.output
     assert re.search(r"ingested 9 files \(9 new, 0 changed, 0 unchanged, 0 removed\); embedded \d+ chunks", r.stdout)
-    r = cli("ingest", str(NOTES), "--index-dir", str(idx), "--no-progress")
+    r = in_process_cli("ingest", str(NOTES), "--index-dir", str(idx), "--no-progress")
     assert "nothing changed: 9 files unchanged, 0 chunks embedded" in r.stdout
-    r = cli("search", "What is Huber loss?", "--index-dir", str(idx), "--json", "--k", "2")
-    assert r.returncode == 0, r.stderr
+    r = in_process_cli("search", "What is Huber loss?", "--index-dir", str(idx), "--json", "--k", "2")
+    assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout)
     assert len(hits) == 2 and hits[0]["heading_path"][-1] == "Loss"
 

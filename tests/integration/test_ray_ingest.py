@@ -85,9 +85,12 @@ def test_notes_snapshot_equals_the_asyncio_one(ray_notes, notes_snapshot):
 def test_same_search_results(ray_notes, notes_snapshot, embedder):
     by_asyncio = Retriever(notes_snapshot, embedder)
     by_ray = Retriever(ray_notes[1], embedder)
+    # the snapshots are the subject: each question is embedded once, in one batch, and both
+    # search with that vector (one model either way), not four times one at a time
+    vectors = by_asyncio.embed_queries(QUESTIONS)
     for mode in MODES:
-        for q in QUESTIONS:
-            a, b = by_asyncio.rank(q, k=10, mode=mode), by_ray.rank(q, k=10, mode=mode)
+        for q, v in zip(QUESTIONS, vectors, strict=True):
+            a, b = (r.rank(q, k=10, mode=mode, query_vector=v) for r in (by_asyncio, by_ray))
             assert [i for i, _ in a] == [i for i, _ in b], (mode, q)
             np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
 
