@@ -42,7 +42,7 @@ from index.ingestion.pipeline import (
     leaf_row,
     run_locked,
 )
-from index.models.embedder import Embedder, get_embedder
+from index.models.embedder import Embedder, SentenceTransformerEmbedder, get_embedder
 from index.store.sentences import SentenceStore
 from index.store.tree import Node, vector_id
 
@@ -268,11 +268,12 @@ class _EncodeLeaves:
                  sentence_vectors: str = "pooled", backend: str = "auto") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if device == "cpu":
+        # one actor per core: threads would only wait for each other
+        self.embedder = get_embedder(model, device, backend, workers=1 if device == "cpu" else None)
+        if device == "cpu" and isinstance(self.embedder, SentenceTransformerEmbedder):  # torch's own threads
             import torch
 
-            torch.set_num_threads(1)  # one actor per core: threads would only wait for each other
-        self.embedder = get_embedder(model, device, backend)
+            torch.set_num_threads(1)
         if (self.embedder.model_name, self.embedder.dim) != tuple(expect):
             raise IngestError(f"a Ray worker loaded model {self.embedder.model_name!r} (dim {self.embedder.dim}), "
                               f"the driver {expect[0]!r} (dim {expect[1]})")

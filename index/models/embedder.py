@@ -231,14 +231,15 @@ def model_location(model: str | None) -> tuple[str, str]:
 
 @lru_cache(maxsize=4)
 def get_embedder(model: str | None = None, device: str = "auto",
-                 backend: str = "auto") -> Embedder:
+                 backend: str = "auto", workers: int | None = None) -> Embedder:
     """One loaded model per (model, device, backend) in a process: what ingestion embeds
     passages with, and what embeds questions outside the service.
 
     "auto" on a CPU host (and "onnx-int8"): `OnnxQuestionEmbedder` with int8 passages, every
     text alone through the model's int8 export on one thread a core, torch never imported
     (`PASSAGES_INT8`; "auto" falls back to sentence-transformers if the export cannot be
-    made). "auto" on a GPU, and "torch": sentence-transformers (fp16 on CUDA).
+    made), on `workers` threads (None: one a core). "auto" on a GPU, and "torch":
+    sentence-transformers (fp16 on CUDA).
     bge-small-en-v1.5 (`bge.ALIASES`) is the packaged int8 ONNX model on the CPU whatever the
     backend, and sentence-transformers by name in fp16 on a GPU, which needs its weights in
     the local cache (models are never downloaded at run time).
@@ -259,7 +260,7 @@ def get_embedder(model: str | None = None, device: str = "auto",
         location, label = model_location(model)
         try:
             return OnnxQuestionEmbedder(location, label, None, few=FEW_TEXTS, quantize=True,
-                                        workers=default_workers(), int8_passages=True)
+                                        workers=workers or default_workers(), int8_passages=True)
         except Exception as e:
             if backend != "auto":
                 raise
