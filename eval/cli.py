@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "[default: %(default)s]")
     p.add_argument("--abstain-threshold", type=float, metavar="T",
                    help="abstain below this answer confidence [default: the answerer's]")
+    p.add_argument("--low-confidence", type=float, metavar="T",
+                   help="flag in-process answers below this confidence, in [0, 1], as the service "
+                        "does [default: $NOTESRAG_LOW_CONFIDENCE or the answerer's 0.5]")
     p.add_argument("--reranker", default=None, metavar="NAME",
                    help="cross-encoder of the in-process answers: auto, none, a folder or a "
                         "CrossEncoder name [default: $NOTESRAG_RERANKER or auto]")
@@ -170,6 +173,13 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
         raise EvalError(f"--rerank-weight must be in [0, 1], got {args.rerank_weight}")
     if args.abstain_threshold is not None and not -1.0 <= args.abstain_threshold <= 1.0:
         raise EvalError(f"--abstain-threshold must be in [-1, 1], got {args.abstain_threshold}")
+    if args.low_confidence is None and os.environ.get("NOTESRAG_LOW_CONFIDENCE", "").strip():
+        try:
+            args.low_confidence = float(os.environ["NOTESRAG_LOW_CONFIDENCE"])
+        except ValueError:
+            raise EvalError("NOTESRAG_LOW_CONFIDENCE must be a number in [0, 1]") from None
+    if args.low_confidence is not None and not 0.0 <= args.low_confidence <= 1.0:
+        raise EvalError(f"--low-confidence must be in [0, 1], got {args.low_confidence}")
     if args.corpus is not None and (args.beir is not None or args.squad is not None):
         raise EvalError("--corpus goes with --questions; BEIR and SQuAD sets bring their corpus")
     if args.url is not None and not args.url.startswith(("http://", "https://")):
@@ -240,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache = IndexCache(None if args.no_cache else (args.index_dir or DEFAULT_CACHE),
                                sentence_vectors=args.sentence_vectors)
             backend = LocalBackend(dataset, cache, embedder, answer_k=args.answer_k,
-                                   abstain_threshold=args.abstain_threshold, progress=progress,
+                                   abstain_threshold=args.abstain_threshold, low_confidence=args.low_confidence,
+                                   progress=progress,
                                    reranker=args.reranker or os.environ.get("NOTESRAG_RERANKER", "auto"),
                                    rerank_depth=args.rerank_depth, rerank_weight=args.rerank_weight,
                                    llm=llm)

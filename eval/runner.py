@@ -328,6 +328,7 @@ class LocalBackend:
 
     def __init__(self, dataset: Dataset, cache: IndexCache, embedder: Any = None, *,
                  answer_k: int = DEFAULT_ANSWER_K, abstain_threshold: float | None = None,
+                 low_confidence: float | None = None,
                  max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
                  progress: bool = False, reranker: Any = "auto", rerank_depth: int = 0,
                  rerank_weight: float | None = None,
@@ -342,6 +343,7 @@ class LocalBackend:
         self.embedder = embedder if embedder is not None else get_embedder()
         self.answer_k = answer_k
         self.abstain_threshold = abstain_threshold
+        self.low_confidence = low_confidence  # None: extract_answer's default
         self.max_sentences = max_sentences
         self.progress = progress
         # the service's default: the packaged cross-encoder when installed ("auto"), a name,
@@ -426,7 +428,7 @@ class LocalBackend:
             # max_hits stays the answerer's default, as the service calls it.
             raw = extract_answer(q.question, vector, passages, snapshot,
                                  max_sentences=self.max_sentences, threshold=-math.inf,
-                                 reranker=self.reranker)
+                                 reranker=self.reranker, low_confidence=self.low_confidence)
             candidate = raw.plain if raw.answerable else None
             answered = candidate is not None and not abstains(raw.confidence, threshold)
             support = extractive_support(raw, snapshot) if raw.answerable else None

@@ -130,6 +130,7 @@ def test_empty_set_is_an_error(notes: tuple[Path, Path], tmp_path: Path,
     (["--merge-threshold", "0"], "(0, 1]"),
     (["--k", "0"], "--k must be at least 1"),
     (["--limit", "0"], "--limit must be at least 1"),
+    (["--low-confidence", "1.5"], "--low-confidence must be in [0, 1]"),
     (["--url", "localhost:8000"], "--url must start with http"),
     (["--beir", "/no/such/folder"], "BEIR folder not found"),
     (["--squad", "/no/such/file.json"], "SQuAD file not found"),
@@ -150,7 +151,7 @@ def test_bad_arguments_exit_2_with_one_line(notes: tuple[Path, Path], args: list
 
 
 def test_questions_end_to_end(notes: tuple[Path, Path], tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+                              capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     corpus, qs = notes
     out, cache = tmp_path / "out", tmp_path / "cache"
     args = ["--questions", str(qs), "--corpus", str(corpus), "--modes", "dense,bm25,hybrid+merge",
@@ -187,6 +188,17 @@ def test_questions_end_to_end(notes: tuple[Path, Path], tmp_path: Path,
                  "--index-dir", str(cache), "--no-progress", "--no-ragas"]) == 0
     assert sorted(p.name for p in cache.iterdir()) == before
     assert json.loads((out / "report.json").read_text())["questions"] == 2
+
+    # the low-confidence flag at the threshold asked for, or $NOTESRAG_LOW_CONFIDENCE, as the service
+    def flagged(*extra: str) -> float:
+        assert main([*args[:-5], "--limit", "2", "--modes", "hybrid", "--out", str(out), "--index-dir",
+                     str(cache), "--no-progress", "--no-ragas", *extra]) == 0
+        return float(json.loads((out / "report.json").read_text())["runs"][0]["metrics"]["low_confidence_rate"])
+
+    assert flagged("--low-confidence", "0") == 0.0
+    assert flagged("--low-confidence", "0.9999") == 1.0  # every answer is under it
+    monkeypatch.setenv("NOTESRAG_LOW_CONFIDENCE", "0.9999")
+    assert flagged() == 1.0 and flagged("--low-confidence", "0") == 0.0
 
 
 def test_several_chunk_sizes_and_thresholds_side_by_side(notes: tuple[Path, Path],
