@@ -301,8 +301,8 @@ class IndexCache:
 
         key = hashlib.sha256(json.dumps(
             [str(corpus), corpus_hash(corpus), list(chunk_sizes), embedder.model_name,
-             embedder.dim, self._code, self.sentence_vectors,
-             *([b] if (b := getattr(embedder, "backend", "")) not in ("", "torch") else [])]).encode()).hexdigest()[:16]
+             embedder.dim, getattr(embedder, "backend", ""), self._code,
+             self.sentence_vectors]).encode()).hexdigest()[:16]
         index_dir = self.root / f"index-{'-'.join(map(str, chunk_sizes))}-{key}"
         config = IndexConfig(chunk_sizes=chunk_sizes, sentence_vectors=self.sentence_vectors)
         # Ingestion is incremental: on a cached index it checks hashes and embeds nothing.

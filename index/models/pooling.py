@@ -4,6 +4,7 @@ each of its sentences a vector (`encode_spans` of the embedders)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,3 +21,10 @@ def pool_spans(tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray,
             v = tokens[inside].mean(axis=0)
             out[j] = v / max(float(np.linalg.norm(v)), 1e-12)
     return out
+
+
+def pool_encoding_spans(hidden: np.ndarray, encoding: Any, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """`pool_spans` for one text run alone: `hidden` its [tokens, dim] states, `encoding` its
+    `tokenizers` Encoding (offsets and special-token mask, no padding)."""
+    real = np.asarray(encoding.special_tokens_mask, dtype=np.int64) == 0
+    return pool_spans(hidden, real, np.asarray(encoding.offsets, dtype=np.int64), spans)
