@@ -218,7 +218,7 @@ class Baselines:
         configure_threads(Settings(_env_file=None))  # type: ignore[call-arg]
         from index.models.reranker import packaged_reranker
 
-        emb = get_embedder()
+        emb = get_embedder(backend="torch")  # as HuggingFaceEmbedding runs it, not our int8 export
         snap = load_snapshot(index_dir)
         nodes = [TextNode(text=embed_text(snap.tree[i]), id_=i) for i in snap.tree.leaves()]
         retriever = VectorStoreIndex(nodes, embed_model=adapter(emb)).as_retriever(similarity_top_k=5)
