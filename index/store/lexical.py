@@ -56,8 +56,10 @@ class BM25Index:
         tokens = [t for t in tokenize(query) if t in vocab]
         if not tokens:
             return []
+        # n_threads=0: bm25s scores in this thread; any other value starts a ThreadPoolExecutor for
+        # each call, even for 1 (one question: 0.64 -> 0.14 ms median on data/notes' index here)
         docs, scores = self._bm25.retrieve([tokens], k=min(k, len(self.node_ids)), show_progress=False,
-                                           n_threads=1)
+                                           n_threads=0)
         return [(self.node_ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True)
                 if s > 0]
 
