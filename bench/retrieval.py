@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--sentence-vectors", default="pooled", choices=("pooled", "separate"),
                     help="the cache key's sentence vectors (pick the one the cache was built with)")
     ap.add_argument("--modes", default="hybrid+merge", help="comma-separated, as notesrag eval takes them")
-    ap.add_argument("--rrf-k", default="5")
+    ap.add_argument("--fusion", default="rrf", help="comma-separated: rrf, zscore (index.search.fusion)")
+    ap.add_argument("--rrf-k", default="5", help="RRF k (rrf fusion only)")
     ap.add_argument("--dense-weight", default="1.5")
     ap.add_argument("--merge-threshold", default="0.5")
     ap.add_argument("--depths", default="0,20,30,50")
@@ -189,11 +190,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.reranker_cache is not None and a.reranker_cache.exists():
         reranker.load(a.reranker_cache)
     floats = lambda s: [float(x) for x in s.split(",")]  # noqa: E731
-    grid = list(itertools.product([int(x) for x in a.rrf_k.split(",")], floats(a.dense_weight),
+    grid = list(itertools.product(a.fusion.split(","), [int(x) for x in a.rrf_k.split(",")], floats(a.dense_weight),
                                   floats(a.merge_threshold), [int(x) for x in a.depths.split(",")],
                                   floats(a.weights)))
-    lines = ["| set | mode | rrf k | dense weight | merge threshold | rerank depth | rerank weight "
-             "| MRR@10 | nDCG@10 | Recall@10 | ms/question |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | mode | fusion | rrf k | dense weight | merge threshold | rerank depth | rerank weight "
+             "| MRR@10 | nDCG@10 | Recall@10 | ms/question |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in a.set:
         dataset = load_set(path)
         if a.limit:
@@ -215,24 +216,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         name = path.name
         if a.baselines != "none":
             for base, m in plain_baselines(dataset, snapshot, embedder, "dense" in a.baselines).items():
-                lines.append(f"| {name} | {base} | | | | | | {m['MRR']:.3f} | {m['nDCG']:.3f} "
+                lines.append(f"| {name} | {base} | | | | | | | {m['MRR']:.3f} | {m['nDCG']:.3f} "
                              f"| {m['Recall']:.3f} | |")
                 print(lines[-1], flush=True)
         for mode_name in a.modes.split(","):
             mode, _, tail = mode_name.partition("+")
             merge = tail == "merge"
-            for rk, dw, mt, depth, w in grid:
-                if (depth == 0 and w != floats(a.weights)[0]) or (mode != "hybrid" and (rk, dw) != grid[0][:2]):
+            for fusion, rk, dw, mt, depth, w in grid:
+                if (depth == 0 and w != floats(a.weights)[0]) or (mode != "hybrid" and (fusion, rk, dw) != grid[0][:3]):
                     continue  # the weight means nothing without reranking, nor k and weight without fusion
-                if not merge and mt != grid[0][2]:
+                if fusion != "rrf" and rk != grid[0][1]:
+                    continue  # k is RRF's alone
+                if not merge and mt != grid[0][3]:
                     continue
                 retriever = Retriever(snapshot, embedder, rrf_k=rk, dense_weight=dw, merge_threshold=mt,
                                       reranker=reranker if depth else None, rerank_depth=depth,
-                                      rerank_weight=w)
+                                      rerank_weight=w, fusion=fusion)
                 t = time.perf_counter()
                 m = score_config(dataset, snapshot, doc_of, vectors, retriever, mode, merge)
                 ms = (time.perf_counter() - t) / max(len(questions), 1) * 1000
-                lines.append(f"| {name} | {mode_name} | {rk} | {dw} | {mt} | {depth} | {w if depth else '-'} "
+                lines.append(f"| {name} | {mode_name} | {fusion} | {rk if fusion == 'rrf' else '-'} | {dw} | {mt} | {depth} | {w if depth else '-'} "
                              f"| {m['MRR']:.3f} | {m['nDCG']:.3f} | {m['Recall']:.3f} | {ms:.0f} |")
                 print(lines[-1], flush=True)
             if a.reranker_cache is not None:

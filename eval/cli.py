@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-weight", type=float, default=None, metavar="W",
                    help="the cross-encoder's share of a reranked leaf's score, the rest its fused "
                         "score [default: the service's, index.search.retriever.DEFAULT_RERANK_WEIGHT]")
+    p.add_argument("--fusion", choices=("rrf", "zscore"), default=None,
+                   help="how the dense and BM25 lists are fused in-process "
+                        "[default: $NOTESRAG_FUSION or the service's, index.search.retriever.DEFAULT_FUSION]")
     p.add_argument("--url", metavar="URL",
                    help="score a running service (GET /v1/search, POST /v1/ask) instead of "
                         "an in-process index")
@@ -254,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    progress=progress,
                                    reranker=args.reranker or os.environ.get("NOTESRAG_RERANKER", "auto"),
                                    rerank_depth=args.rerank_depth, rerank_weight=args.rerank_weight,
-                                   llm=llm)
+                                   fusion=args.fusion or os.environ.get("NOTESRAG_FUSION") or None, llm=llm)
         ragas = None
         if not args.no_ragas:
             from eval.ragas_metrics import LLMConfig, RagasScorer

@@ -23,12 +23,13 @@ GATE_RUN = "hybrid+merge"
 # purpose: a false "not covered" is the failure a user trusts least, so recall was traded for
 # precision; the low-confidence flag is the softer abstention, and has floors of its own.
 # Retrieval since passages are embedded in int8 on the CPU (PASSAGES_INT8): fp32 passages gave
-# mrr@10 0.961, ndcg@10 0.970, hit@1 0.928 with the same answers.
+# mrr@10 0.961, ndcg@10 0.970, hit@1 0.928 with the same answers. Retrieval since the lists are fused
+# by z-scores (DEFAULT_FUSION): reciprocal rank fusion gave 0.954 / 0.965 / 0.917, the same answers.
 MEASURED: dict[str, float] = {
-    "mrr@10": 0.954,
-    "ndcg@10": 0.965,
+    "mrr@10": 0.970,
+    "ndcg@10": 0.977,
     "recall@10": 1.000,
-    "hit@1": 0.917,
+    "hit@1": 0.944,
     "answer_accuracy": 0.928,  # 0.917 before a definition of the term a question names was preferred
     "f1": 0.425,  # a question for one thing: a lead-in list gives its lead-in and one item
     "noanswer_precision": 1.000,
@@ -38,10 +39,10 @@ MEASURED: dict[str, float] = {
 }
 
 FLOORS: dict[str, float] = {
-    "mrr@10": 0.95,
-    "ndcg@10": 0.96,
+    "mrr@10": 0.96,
+    "ndcg@10": 0.97,
     "recall@10": 0.98,
-    "hit@1": 0.91,
+    "hit@1": 0.93,
     "answer_accuracy": 0.91,
     "f1": 0.40,
     "noanswer_precision": 0.9,

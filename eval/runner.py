@@ -331,7 +331,7 @@ class LocalBackend:
                  low_confidence: float | None = None,
                  max_sentences: int = 2, snapshots: Mapping[tuple[int, ...], Any] | None = None,
                  progress: bool = False, reranker: Any = "auto", rerank_depth: int = 0,
-                 rerank_weight: float | None = None,
+                 rerank_weight: float | None = None, fusion: str | None = None,
                  llm: LLMEndpoint | None = None) -> None:
         from index import get_embedder
         from index.models.reranker import get_reranker
@@ -355,6 +355,11 @@ class LocalBackend:
 
             rerank_weight = DEFAULT_RERANK_WEIGHT
         self.rerank_weight = rerank_weight
+        if fusion is None:
+            from index.search.retriever import DEFAULT_FUSION
+
+            fusion = DEFAULT_FUSION
+        self.fusion = fusion
         if self.reranker is not None and rerank_depth:
             self.description = f"in-process, top {rerank_depth} fused leaves reranked (weight {rerank_weight})"
         self._snapshots: dict[tuple[int, ...], Any] = dict(snapshots or {})
@@ -401,7 +406,7 @@ class LocalBackend:
         snapshot = self.snapshot(spec.chunk_sizes)
         retriever = Retriever(snapshot, self.embedder, merge_threshold=spec.merge_threshold,
                               reranker=self.reranker, rerank_depth=self.rerank_depth,
-                              rerank_weight=self.rerank_weight)
+                              rerank_weight=self.rerank_weight, fusion=self.fusion)
         self._query_vectors(questions)
         threshold = self.threshold()
         count = getattr(self.embedder, "token_count", None)

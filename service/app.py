@@ -77,7 +77,7 @@ def build_engine(settings: Settings, metrics: Metrics, llm: ManagedLLMServer | N
         cache_size=settings.cache_size, reload_interval_s=settings.reload_interval_s, metrics=metrics,
         thread_init=lambda: configure_threads(settings), index_config=settings.index_config(),
         reranker=reranker, rerank_depth=settings.rerank_depth, rerank_weight=settings.rerank_weight,
-        linker=Linker(settings.corpus_root, settings.source_url_template),
+        fusion=settings.fusion, linker=Linker(settings.corpus_root, settings.source_url_template),
     )
 
 

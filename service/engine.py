@@ -27,7 +27,7 @@ from index import Embedder, Hit, Retriever, Snapshot, SnapshotError, current_pat
 from index.config import IndexConfig
 from index.models.embedder import encode_queries
 from index.models.reranker import Reranker
-from index.search.retriever import DEFAULT_RERANK_WEIGHT
+from index.search.retriever import DEFAULT_FUSION, DEFAULT_RERANK_WEIGHT
 from index.store.snapshot import SnapshotUnavailable, manifest_dict
 from service import logs
 from service.answerers import (
@@ -259,7 +259,8 @@ class QAEngine:
                  reload_interval_s: float = 1.0, query_threads: int = 2, metrics: Metrics | None = None,
                  thread_init: Callable[[], None] | None = None, index_config: IndexConfig | None = None,
                  reranker: Reranker | None = None, rerank_depth: int = 0,
-                 rerank_weight: float = DEFAULT_RERANK_WEIGHT, linker: Linker | None = None) -> None:
+                 rerank_weight: float = DEFAULT_RERANK_WEIGHT, fusion: str = DEFAULT_FUSION,
+                 linker: Linker | None = None) -> None:
         if default_answerer not in answerers:
             raise ValueError(f"default answerer {default_answerer!r} is not one of {sorted(answerers)}")
         self.index_dir = Path(index_dir)
@@ -270,6 +271,7 @@ class QAEngine:
         self.merge_threshold = merge_threshold
         self.reranker, self.rerank_depth = reranker, rerank_depth  # fused leaves reranked before merge
         self.rerank_weight = rerank_weight
+        self.fusion = fusion  # how the dense and BM25 lists are fused
         # every source and citation the engine returns goes through it: relative paths and links
         self.linker = linker or Linker()
         self.batch_window_s = batch_window_s
@@ -377,7 +379,7 @@ class QAEngine:
         snap = load_snapshot(self.index_dir, config=self.index_config)
         retriever = Retriever(snap, self.embedder, merge_threshold=self.merge_threshold,
                               reranker=self.reranker, rerank_depth=self.rerank_depth,
-                              rerank_weight=self.rerank_weight)
+                              rerank_weight=self.rerank_weight, fusion=self.fusion)
         if snap.path.name != path.name:
             logs.event("snapshot_moved_on", wanted=path.name, loaded=snap.path.name)
         return Served(snap, retriever, _dir_size(snap.path))

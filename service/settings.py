@@ -18,7 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index.config import MAX_FILE_BYTES, IndexConfig
-from index.search.retriever import DEFAULT_RERANK_WEIGHT
+from index.search.retriever import DEFAULT_FUSION, DEFAULT_RERANK_WEIGHT
 
 Scope = Literal["query", "admin"]
 SCOPES: tuple[str, ...] = ("query", "admin")
@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # A reranked leaf's score: this share the cross-encoder's probability, the rest its fused
     # score over the best fused score (index.search.retriever.mix_rerank); 1: the cross-encoder alone.
     rerank_weight: float = Field(default=DEFAULT_RERANK_WEIGHT, ge=0, le=1)
+    # How the dense and BM25 leaf lists are fused: "zscore" or "rrf" (index.search.fusion).
+    fusion: Literal["rrf", "zscore"] = DEFAULT_FUSION
     max_sentences: int = Field(default=2, ge=1, le=10)
     llm_base_url: str | None = None  # an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1
     llm_model: str = "default"

@@ -26,3 +26,40 @@ def rrf(rankings: Sequence[Sequence[K]], k: int = RRF_K, weights: Sequence[float
         for rank, key in enumerate(ranking, start=1):
             scores[key] = scores.get(key, 0.0) + w / (k + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+# Score fusion: each list's scores as z-scores, the weighted sum. The mean and deviation come from
+# a list's top NORM_DEPTH scores however deep it goes, so a deeper search (the eval fills k distinct
+# documents that way) leaves the order of what it already ranked as it was.
+NORM_DEPTH = 30
+FUSIONS = ("rrf", "zscore")
+
+
+def zscore(scored: Sequence[Sequence[tuple[K, float]]], weights: Sequence[float] | None = None,
+           depth: int = NORM_DEPTH) -> list[tuple[K, float]]:
+    """Fuse scored lists (best first) by the weighted sum of each list's z-scores (mean and
+    deviation over its top `depth` scores); a key missing from a list gets that list's lowest
+    z-score, as if it had come last. Ties keep first-seen order."""
+    if depth < 1:
+        raise ValueError(f"normalisation depth must be >= 1, got {depth}")
+    if weights is None:
+        weights = [1.0] * len(scored)
+    if len(weights) != len(scored):
+        raise ValueError(f"{len(weights)} weights for {len(scored)} lists")
+    normed: list[tuple[dict[K, float], float, float]] = []
+    for lst, w in zip(scored, weights, strict=True):
+        if not lst:
+            continue
+        head = [s for _, s in lst[:depth]]
+        mean = sum(head) / len(head)
+        sd = (sum((s - mean) ** 2 for s in head) / len(head)) ** 0.5 or 1.0
+        z: dict[K, float] = {}
+        for key, s in lst:
+            z.setdefault(key, (s - mean) / sd)
+        normed.append((z, min(z.values()), w))
+    keys: dict[K, None] = {}
+    for lst in scored:
+        for key, _ in lst:
+            keys.setdefault(key, None)
+    fused = [(key, sum(w * z.get(key, low) for z, low, w in normed)) for key in keys]
+    return sorted(fused, key=lambda kv: -kv[1])

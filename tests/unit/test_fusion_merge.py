@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from index.search.fusion import rrf
+from index.search.fusion import rrf, zscore
 from index.search.merge import auto_merge
 
 # A hand-made tree:  P1 -> a, b, c ;  P2 -> d, e ;  R -> P1, P2
@@ -32,6 +32,34 @@ def test_rrf_weights_and_errors():
         rrf([["a"]], weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="rrf k must be >= 0"):
         rrf([["a"]], k=-1)
+
+
+def test_zscore_by_hand():
+    # dense 0.9, 0.7, 0.5: mean 0.7, sd sqrt(0.08/3); z = +1.2247, 0, -1.2247
+    # bm25 9, 3: mean 6, sd 3; z = +1, -1
+    fused = zscore([[("a", 0.9), ("b", 0.7), ("c", 0.5)], [("c", 9.0), ("d", 3.0)]], weights=[1.5, 1.0])
+    z = 0.2 / (0.08 / 3) ** 0.5
+    scores = dict(fused)
+    assert scores["a"] == pytest.approx(1.5 * z - 1.0)  # missing from bm25: its lowest z, -1
+    assert scores["b"] == pytest.approx(0.0 - 1.0)
+    assert scores["c"] == pytest.approx(-1.5 * z + 1.0)
+    assert scores["d"] == pytest.approx(-1.5 * z - 1.0)  # missing from dense: its lowest z
+    assert [k for k, _ in fused] == ["a", "c", "b", "d"]
+
+
+def test_zscore_statistics_come_from_the_top_of_each_list():
+    head = [("a", 3.0), ("b", 1.0)]
+    shallow = dict(zscore([head], depth=2))
+    deep = dict(zscore([[*head, ("c", -50.0)]], depth=2))
+    assert deep["a"] == shallow["a"] == pytest.approx(1.0)
+    assert deep["b"] == shallow["b"] == pytest.approx(-1.0)
+    assert deep["c"] == pytest.approx(-52.0)  # (-50 - 2) / 1
+    assert dict(zscore([[("a", 2.0), ("b", 2.0)]])) == {"a": 0.0, "b": 0.0}  # no spread: sd 1
+    assert zscore([[], [("a", 1.0)]]) == [("a", 0.0)]
+    with pytest.raises(ValueError, match="2 weights for 1 lists"):
+        zscore([[("a", 1.0)]], weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        zscore([[("a", 1.0)]], depth=0)
 
 
 def test_merge_replaces_children_at_the_best_childs_place():
