@@ -69,3 +69,20 @@ def test_the_threshold_reaches_the_answerer_and_the_llm_gate(monkeypatch: pytest
     assert answerers["extractive"].low_confidence_threshold is None  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match=r"low_confidence must be in \[0, 1\], got 1.2"):
         ExtractiveAnswerer(low_confidence=1.2)
+
+
+def test_fusion_is_read_checked_and_reaches_the_retriever(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from index.search.retriever import DEFAULT_FUSION
+    from service.app import build_engine
+    from service.metrics import Metrics
+
+    monkeypatch.delenv("NOTESRAG_FUSION", raising=False)
+    assert Settings(_env_file=None).fusion == DEFAULT_FUSION == "zscore"  # type: ignore[call-arg]
+    monkeypatch.setenv("NOTESRAG_FUSION", "rrf")
+    settings = Settings(_env_file=None, index_dir=tmp_path, reranker="none")  # type: ignore[call-arg]
+    assert settings.fusion == "rrf"
+    assert build_engine(settings, Metrics()).fusion == "rrf"  # what _load gives each snapshot's Retriever
+    monkeypatch.setenv("NOTESRAG_FUSION", "borda")
+    with pytest.raises(ValidationError) as e:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert describe(e.value).startswith("error: invalid setting NOTESRAG_FUSION: Input should be 'rrf' or 'zscore'")
