@@ -15,6 +15,13 @@ questions and no answerable one there.
 
     python -m bench.abstention dump --out /tmp/signals.json [--index-dir DIR]
     python -m bench.abstention fit /tmp/signals.json
+
+`probe` answers a file of questions that are not in the labelled set (bench/probes/quantity.jsonl:
+near-topic quantity questions the notes do not answer, and ones they do) as the service would and
+prints, for each, whether it was withheld, flagged or answered and whether the answer states its
+evidence: a check that the rules fitted on data/questions.jsonl are not fitted to it alone.
+
+    python -m bench.abstention probe bench/probes/quantity.jsonl [--index-dir DIR]
 """
 
 from __future__ import annotations
@@ -114,6 +121,38 @@ def dump(out: Path, index_dir: Path | None) -> None:
     print(f"wrote {out}: {len(rows)} questions")
 
 
+def probe(path: Path, index_dir: Path | None) -> list[str]:
+    from eval.datasets import load_jsonl
+    from eval.metrics import states_evidence
+    from eval.runner import IndexCache
+    from index import Retriever, get_embedder
+    from index.answer import extractive as ex
+    from index.models.embedder import encode_queries
+    from index.models.reranker import get_reranker
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    dataset = load_jsonl(ROOT / "data" / "questions.jsonl", ROOT / "data" / "notes")
+    cache = IndexCache(index_dir)
+    embedder = get_embedder()
+    snapshot = cache.snapshot(cache.corpus_for(dataset)[0], (2048, 512, 128), embedder)
+    reranker = get_reranker("auto")
+    if reranker is None:
+        raise SystemExit("the packaged cross-encoder is not installed")
+    retriever = Retriever(snapshot, embedder, reranker=reranker)
+    out = ["| id | question | answer | confidence | states evidence |", "| --- | --- | --- | --- | --- |"]
+    tally: Counter[str] = Counter()
+    for r, v in zip(rows, encode_queries(embedder, [r["question"] for r in rows]), strict=True):
+        hits = retriever.search(r["question"], k=10, query_vector=v)[:ANSWER_K]
+        a = ex.extract_answer(r["question"], v, hits, snapshot, reranker=reranker)
+        given = "withheld" if not a.answerable else "flagged" if a.low_confidence else "answered"
+        right = a.answerable and any(states_evidence(a.plain, e) for e in r["evidence"])
+        tally[f"{'answerable' if r['answerable'] else 'unanswerable'} {given}{' right' if right else ''}"] += 1
+        out.append(f"| {r['id']} | {r['question']} | {given}: {a.plain[:70]} | {a.confidence:.2f} | {right} |")
+    out.append("")
+    out.extend(f"{k}: {n}" for k, n in sorted(tally.items()))
+    return out
+
+
 def _logodds(p: float) -> float:
     p = min(max(p, 1e-9), 1 - 1e-9)
     return math.log(p / (1 - p))
@@ -182,8 +221,13 @@ if __name__ == "__main__":
     d.add_argument("--index-dir", type=Path, default=None, help="the eval's index cache (default: a temporary one)")
     f = sub.add_parser("fit", help="fit each signal on one half, score it on the other")
     f.add_argument("signals", type=Path)
+    pr = sub.add_parser("probe", help="answer questions outside the labelled set and tally what was given")
+    pr.add_argument("questions", type=Path)
+    pr.add_argument("--index-dir", type=Path, default=None, help="the eval's index cache (default: a temporary one)")
     args = ap.parse_args()
     if args.command == "dump":
         dump(args.out, args.index_dir)
+    elif args.command == "probe":
+        print("\n".join(probe(args.questions, args.index_dir)))
     else:
         print("\n".join(fit(args.signals)))

@@ -17,8 +17,9 @@ GATE_RUN = "hybrid+merge"
 
 # Measured on the 214-question set (issue 13: answer units scored by the packaged cross-encoder,
 # 4 units a question in calls of about one length, the logistic confidence, abstain threshold
-# 0.15, low-confidence flag under 0.5, a quantity question answered without a number or without
-# naming what it counts (5.0 off the log-odds, unless a list, diagram or code answers it) and a
+# 0.15, low-confidence flag under 0.5, a quantity question answered without a number next to what
+# it counts (5.0 off the log-odds, unless a list, diagram or code answers it by enumerating what is
+# counted) and a
 # question naming what the index never mentions penalised). The abstention floors changed on
 # purpose: a false "not covered" is the failure a user trusts least, so recall was traded for
 # precision; the low-confidence flag is the softer abstention, and has floors of its own.
@@ -30,12 +31,14 @@ MEASURED: dict[str, float] = {
     "ndcg@10": 0.977,
     "recall@10": 1.000,
     "hit@1": 0.944,
-    "answer_accuracy": 0.928,  # 0.917 before a definition of the term a question names was preferred
-    "f1": 0.425,  # a question for one thing: a lead-in list gives its lead-in and one item
+    "answer_accuracy": 0.933,  # 0.917 before a definition of the term a question names was preferred,
+    # 0.928 before a "where ..." line opening a section became the context of the next unit
+    "f1": 0.428,  # a question for one thing: a lead-in list gives its lead-in and one item
     "noanswer_precision": 1.000,
-    "noanswer_recall": 0.588,  # 0.353 before the counted-thing check and a quantity penalty of 5
-    "flagged_noanswer_precision": 0.771,
-    "flagged_noanswer_recall": 0.794,
+    "noanswer_recall": 0.706,  # 0.353 before the counted-thing check and a quantity penalty of 5,
+    # 0.588 before an enumeration had to enumerate what is counted and a count to sit next to it
+    "flagged_noanswer_precision": 0.784,
+    "flagged_noanswer_recall": 0.853,
 }
 
 FLOORS: dict[str, float] = {
@@ -46,7 +49,7 @@ FLOORS: dict[str, float] = {
     "answer_accuracy": 0.91,
     "f1": 0.40,
     "noanswer_precision": 0.9,
-    "noanswer_recall": 0.5,
+    "noanswer_recall": 0.6,
     "flagged_noanswer_precision": 0.7,
     "flagged_noanswer_recall": 0.7,
 }

@@ -31,10 +31,10 @@ from index.answer.units import (
     asks_for_quantity,
     asks_for_sequence,
     asks_for_several,
-    names_counted,
+    enumerates,
     names_term,
     parts,
-    states_number,
+    states_count,
     units_of,
     unknown_names,
     vocabulary,
@@ -63,17 +63,14 @@ CONFIDENCE_SCALE = 0.25
 # false "not covered" costs a user more than a flagged answer. Only with a cross-encoder.
 DEFAULT_LOW_CONFIDENCE = 0.5
 # Taken off the confidence's log-odds when a question asks for a quantity ("How many...",
-# "What batch size...") and the answer states no number, or never names what is counted
-# (`units.names_counted`), unless it is an enumeration (ENUMERATIONS). On data/questions.jsonl no
-# answerable question's answer is either; the penalty that takes every such unanswerable question
-# under DEFAULT_RERANK_THRESHOLD is 4.7 on one half (by id hash, README) and 4.2 on the other.
-# 5.0 (2.0 and numbers alone before) moved abstention recall from 0.35 to 0.59 (halves 0.40 / 0.29
-# -> 0.60 / 0.57) at precision 1.0, and the flag's precision / recall from 0.74 / 0.68 to
-# 0.77 / 0.79, with no answerable question abstaining.
+# "What batch size...") and the answer neither states a number of what is counted
+# (`units.states_count`: a number next to a word naming it) nor enumerates it (`units.enumerates`:
+# a list whose lead-in, heading or items name it, or a list of ways or steps, a diagram of stages).
+# On data/questions.jsonl no answerable question's answer is either; the penalty that takes every
+# such unanswerable question under DEFAULT_RERANK_THRESHOLD is 4.7 on one half (by id hash, README)
+# and 4.2 on the other. 5.0 (2.0 and numbers alone before) moved abstention recall from 0.35 to
+# 0.59 (halves 0.40 / 0.29 -> 0.60 / 0.57) at precision 1.0, with no answerable question abstaining.
 QUANTITY_PENALTY = 5.0
-# Answer units that state a count by what they enumerate (their items, a diagram's stages, code's
-# arguments), with or without a number that names the thing counted: no quantity penalty.
-ENUMERATIONS = ("list", "diagram", "code")
 # Taken off as well when the question names something no node of the index mentions.
 UNKNOWN_NAME_PENALTY = 2.0
 
@@ -524,9 +521,8 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
         # answered by the BERT embeddings line and its 30,000 tokens); a list, a diagram or code
         # answers by what it enumerates ("How many stages does ResNet50 have?": its diagram)
         missing = (asks_for_quantity(question)
-                   and not any(c.unit.kind in ENUMERATIONS for c in chosen)
-                   and not (any(states_number(c.unit.text) for c in chosen)
-                            and names_counted(question, " ".join(t for c in chosen for t in (*c.heading, c.unit.text)))))
+                   and not any(enumerates(question, c.unit, c.heading[-1] if c.heading else "") for c in chosen)
+                   and not any(states_count(question, " ".join((*c.heading, c.unit.text))) for c in chosen))
         # a question naming what the notes never mention ("CIFAR-10", "PyTorch") likely is not covered
         unknown = bool(unknown_names(question, _vocabulary(snapshot)))
         confidence = _confidence(max(c.score - c.bonus for c in ranked), max(c.cosine for c in cands),

@@ -71,7 +71,7 @@ def asks_for_sequence(question: str) -> bool:
 
 
 _QUANTITY_QUESTION = re.compile(
-    r"\bhow (?:many|much|long|big|large|deep|wide|fast|often|old)\b|\bby how much\b|"
+    r"\bhow (?:many|much|long|big|large|deep|wide|fast|often|old)\b|\bby how much\b|\bnumber of\b|"
     r"\bwhat (?:\w+ ){0,2}(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
     r"ratio|epochs?|steps|timesteps|year|depth|width)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
@@ -91,11 +91,15 @@ def states_number(text: str) -> bool:
 # What a quantity question counts ("How many attention heads ..." -> "heads") or measures
 # ("What batch size ..." -> "batch"); an answer that never names it states another number.
 _HOW_MANY = re.compile(
-    r"\bhow many (?:[\w'-]+ ){0,3}?([\w'-]+?)(?= (?:does|do|did|is|are|was|were|should|can|could|would|"
-    r"will|has|have|had|in|for|of|to|on|per|at|with)\b|\?|$)", re.IGNORECASE)
+    r"\b(?:how many|number of) (?:[\w'-]+ ){0,3}?([\w'-]+?)(?= (?:does|do|did|is|are|was|were|should|can|could|"
+    r"would|will|has|have|had|in|for|of|to|on|per|at|with|used|that)\b|\?|$)", re.IGNORECASE)
 _MEASURED = re.compile(
-    r"\bwhat ((?:[\w'-]+ ){1,4})(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
+    r"\bwhat ((?:[\w'-]+ ){0,4})(size|rate|number|rank|stride|score|value|count|dimension|percentage|"
     r"ratio|epochs?|steps|timesteps|year|depth|width)\b", re.IGNORECASE)
+# measures that name what they measure ("What stride does ...": a stride; "What embedding dimension":
+# a dimension, not the "embedding matrix (30,000 tokens)"), unlike "size" or "value"
+_NAMED_MEASURES = frozenset({"rank", "stride", "dimension", "epoch", "epochs", "steps", "timesteps", "depth",
+                             "width"})
 # words before the measure that do not say what is measured ("What is the default batch size")
 _NOT_MEASURED = frozenset({"is", "are", "was", "were", "the", "a", "an", "default", "typical", "usual",
                            "best", "good", "optimal", "recommended"})
@@ -110,6 +114,8 @@ def counted(question: str) -> str | None:
         return m.group(1)
     m = _MEASURED.search(question)
     if m:
+        if m.group(2).lower() in _NAMED_MEASURES:  # "What embedding dimension ...": a dimension
+            return m.group(2)
         return " ".join(w for w in m.group(1).split() if w.lower() not in _NOT_MEASURED) or None
     return None
 
@@ -123,6 +129,65 @@ def names_counted(question: str, text: str) -> bool:
         return True
     words = set(tokenize(what))
     return not words or bool(words & set(tokenize(text)))
+
+
+# A number states a count of what is counted only this close to a word naming it ("50 layers",
+# "30,000 tokens", "8 of them" after "Multi-head"), not a number of something else in the same
+# passage ("two linear layers" five words past "Multi-head" for "How many heads ...").
+COUNT_WINDOW = 4
+_COUNT_WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*")
+
+
+def states_count(question: str, text: str) -> bool:
+    """Whether `text` states a number of what `question` counts: a number (in digits or words)
+    within COUNT_WINDOW words of a word naming it; any number when the question names nothing."""
+    what = counted(question)
+    if what is None:
+        return states_number(text)
+    named = set(tokenize(what))
+    if not named:
+        return states_number(text)
+    words = _COUNT_WORD.findall(text)
+    numbers = [i for i, w in enumerate(words) if _NUMBER.fullmatch(w) or w.replace(",", "").replace(".", "").isdigit()]
+    names = [i for i, w in enumerate(words) if set(tokenize(w)) & named]
+    return any(abs(i - j) <= COUNT_WINDOW for i in numbers for j in names)
+
+
+# What an enumeration counts by its items whatever they say: a list of ways or steps, a diagram
+# of stages or layers, code's lines or arguments. A count of anything else is the count of a list's
+# items only when its lead-in, its heading or most of its items name it ("BERT typically uses two
+# loss components:"; "Common Metrics"); the Transformer block's list does not count heads because
+# one item says "Multi-head", nor does ResNet50's diagram of stages count parameters.
+_ENUMERATED = {
+    "list": frozenset(tokenize("ways steps stages components parts types kinds methods approaches options "
+                               "techniques items points elements phases")),
+    "diagram": frozenset(tokenize("stages steps layers blocks phases levels parts")),
+    "code": frozenset(tokenize("steps lines arguments args")),
+}
+
+
+def enumerates(question: str, u: Unit, heading: str = "") -> bool:
+    """Whether unit `u` (a list, a diagram or code, under `heading`) answers a quantity question by
+    what it enumerates: it enumerates what the question counts (see _ENUMERATED); any enumeration
+    when the question names nothing counted; never a unit of another kind."""
+    if u.kind not in _ENUMERATED:
+        return False
+    what = counted(question)
+    named = set(tokenize(what)) if what is not None else set()
+    if not named:
+        return True
+    if named & _ENUMERATED[u.kind]:
+        return True
+    lines = [ln.strip() for ln in u.quote.split("\n") if ln.strip()]
+    if u.kind == "diagram":  # its lead-in and caption: the lines before its first arrow
+        lead = [ln for ln in lines[:next((i for i, ln in enumerate(lines) if _ARROW.match(ln)), 0)]]
+        items = [ln for ln in lines if _ARROW.match(ln)]
+    else:
+        lead = [u.lead_line] if u.lead_line else []
+        items = lines[len(lead):]
+    if named & set(tokenize(" ".join([heading, u.lead, *lead]))):
+        return True
+    return 2 * sum(bool(named & set(tokenize(ln))) for ln in items) > len(items)
 
 
 # A name in a question: a word with a capital or a digit past its first letter ("AdamW",
@@ -182,6 +247,11 @@ def names_term(question: str, text: str) -> bool:
 def asks_for_several(question: str) -> bool:
     """Whether a question asks for several things ("What are...", "ways to", "stages")."""
     return bool(_LIST_QUESTION.search(question))
+
+
+# A line that explains a formula the text lost: in lower case, it carries the line before when
+# there is one (`_lines`), and is only context when it opens a section.
+_DANGLING = re.compile(r"where\s")
 
 
 @dataclass(slots=True)
@@ -316,6 +386,14 @@ def units_of(text: str, offset: int = 0, heading: str = "") -> list[Unit]:
             if ln.kind == "heading":
                 title = ln.text.lstrip("#").strip()
                 pending_question = title if title.endswith("?") else ""
+            i += 1
+            continue
+        if (ln.kind == "prose" and _DANGLING.match(ln.text) and i + 1 < len(lines)
+                and lines[i + 1].kind not in ("blank", "heading")):
+            # "where is predicted by a neural network." opening a section: the formula it explains
+            # was lost (no line before carries it), so it says nothing alone; it is the context of
+            # what follows
+            pending_question = ln.text
             i += 1
             continue
         if ln.kind == "fence":

@@ -8,9 +8,11 @@ from index.answer.units import (
     asks_for_several,
     counted,
     defined_terms,
+    enumerates,
     names_counted,
     names_term,
     parts,
+    states_count,
     states_number,
     units_of,
     unknown_names,
@@ -178,6 +180,52 @@ def test_what_a_quantity_question_counts_and_answers_that_name_it() -> None:
     assert not names_counted("How many parameters does ResNet-50 have?", "Residual Network with 50 layers")
     assert not names_counted("What batch size was CLIP trained with?", "CLIP maps images and text, 400M pairs")
     assert names_counted("How large is BERT's vocabulary?", "BERT uses 30,000 tokens")  # names nothing
+
+
+def test_a_count_is_a_number_next_to_what_is_counted() -> None:
+    assert counted("What is the default number of heads in a Transformer encoder block?") == "heads"
+    assert counted("What stride does the first convolution use?") == "stride"  # a measure that names itself
+    assert counted("What embedding dimension does BERT use?") == "dimension"
+    assert states_count("How many layers does ResNet50 have?", "Residual Network with 50 layers")
+    assert states_count("How many heads does it use?", "Multi-head self-attention, 8 of them")
+    assert states_count("How many tokens are in it?", "an embedding matrix (30,000 tokens), plus")
+    # a number of something else, five words past "Multi-head"; "ResNet50" is a name, not 50
+    assert not states_count("How many heads does BERT use?",
+                            "Multi-head self-attention - Feed Forward Network (two linear layers)")
+    assert not states_count("How many parameters does ResNet50 have?", "Resnet50 Residual blocks")
+    assert not states_count("What embedding dimension does BERT use?", "an embedding matrix (30,000 tokens)")
+    assert states_count("How large is the constant?", "a small constant (e.g., 0.01).")  # names nothing
+
+
+def test_an_enumeration_answers_a_count_of_what_it_enumerates() -> None:
+    block = "Within each block, we have:\n- Multi-head self-attention\n- Feed Forward Network\n- Layer Normalization"
+    (lst,) = [u for u in units_of(block) if u.kind == "list"]
+    assert not enumerates("How many heads does multi-head attention use?", lst, "Transformer")
+    assert enumerates("How many components does each block have?", lst, "Transformer")  # what lists list
+    loss = "BERT typically uses two loss components:\n- Masked Language Model (MLM)\n- Next Sentence Prediction (NSP)"
+    (lst,) = [u for u in units_of(loss) if u.kind == "list"]
+    assert enumerates("How many losses does BERT train with?", lst)  # its lead-in names them
+    metrics = "- FID: lower is better, a distance.\n- PSNR: higher is better, pixels.\n- IS: higher is better, a score."
+    (lst,) = [u for u in units_of(metrics) if u.kind == "list"]
+    assert enumerates("How many metrics are there?", lst, "Common Metrics")  # its heading does
+    assert not enumerates("How many metrics are there?", lst, "GAN")
+    diagram = "Structure roughly:\nImage (3*224*224)\n-> Conv1 -> 64*112*112\n-> Conv2 -> 256*56*56"
+    (d,) = units_of(diagram)
+    assert d.kind == "diagram"
+    assert enumerates("How many stages does ResNet50 have?", d, "Resnet50")
+    assert not enumerates("How many parameters does ResNet-50 have?", d, "Resnet50")
+    assert enumerates("How large is the input?", d)  # it counts nothing named
+    (p,) = units_of("ResNet has 50 layers in all.")
+    assert not enumerates("How many layers does it have?", p)  # prose states a count, never enumerates one
+
+
+def test_a_line_explaining_a_lost_formula_is_context_not_an_answer() -> None:
+    text = "where is predicted by a neural network.\nLoss: MSE between the predicted noise and the actual noise .\n"
+    (u,) = units_of(text)
+    assert u.quote.startswith("Loss: MSE") and u.lead == "where is predicted by a neural network."
+    # after a line it carries that line, as before
+    (u,) = units_of("Leaky ReLU: a small negative slope for negative inputs.\nwhere is a small constant (e.g., 0.01).\n")
+    assert u.text.endswith("where is a small constant (e.g., 0.01).")
 
 
 def test_the_terms_a_definition_defines_and_questions_that_name_them() -> None:
