@@ -17,7 +17,8 @@ MODES = ("dense", "bm25", "hybrid")
 DEFAULT_MERGE_THRESHOLD = 0.5
 # Dense rankings are the stronger signal on paraphrased questions (MRR@10 0.878 against 0.824
 # for BM25 on data/questions.jsonl), so they weigh more in the fusion (hybrid+merge MRR@10
-# 0.922 -> 0.931 at RRF k=5).
+# 0.922 -> 0.931 at RRF k=5). Fitted for RRF, kept for z-scores: 1 is best on SciFact and 2 on
+# data/questions.jsonl with them, 1.5 close to both (README, fusion).
 DENSE_WEIGHT = 1.5
 # How the dense and BM25 lists are fused (index.search.fusion): "zscore" (each list's scores as
 # z-scores, summed with DENSE_WEIGHT against 1) or "rrf" (reciprocal ranks, RRF k). With the same
