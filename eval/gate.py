@@ -25,12 +25,13 @@ GATE_RUN = "hybrid+merge"
 # precision; the low-confidence flag is the softer abstention, and has floors of its own.
 # Retrieval since passages are embedded in int8 on the CPU (PASSAGES_INT8): fp32 passages gave
 # mrr@10 0.961, ndcg@10 0.970, hit@1 0.928 with the same answers. Retrieval since the lists are fused
-# by z-scores (DEFAULT_FUSION): reciprocal rank fusion gave 0.954 / 0.965 / 0.917, the same answers.
+# by z-scores (DEFAULT_FUSION, the leaves BM25 does not list at 0): reciprocal rank fusion gave
+# 0.954 / 0.965 / 0.917, the same answers.
 MEASURED: dict[str, float] = {
-    "mrr@10": 0.970,
-    "ndcg@10": 0.977,
+    "mrr@10": 0.978,
+    "ndcg@10": 0.983,
     "recall@10": 1.000,
-    "hit@1": 0.944,
+    "hit@1": 0.961,
     "answer_accuracy": 0.933,  # 0.917 before a definition of the term a question names was preferred,
     # 0.928 before a "where ..." line opening a section became the context of the next unit
     "f1": 0.428,  # a question for one thing: a lead-in list gives its lead-in and one item
@@ -42,10 +43,10 @@ MEASURED: dict[str, float] = {
 }
 
 FLOORS: dict[str, float] = {
-    "mrr@10": 0.96,
-    "ndcg@10": 0.97,
+    "mrr@10": 0.97,
+    "ndcg@10": 0.975,
     "recall@10": 0.98,
-    "hit@1": 0.93,
+    "hit@1": 0.95,
     "answer_accuracy": 0.91,
     "f1": 0.40,
     "noanswer_precision": 0.9,

@@ -36,27 +36,39 @@ FUSIONS = ("rrf", "zscore")
 
 
 def zscore(scored: Sequence[Sequence[tuple[K, float]]], weights: Sequence[float] | None = None,
-           depth: int = NORM_DEPTH) -> list[tuple[K, float]]:
-    """Fuse scored lists (best first) by the weighted sum of each list's z-scores (mean and
-    deviation over its top `depth` scores); a key missing from a list gets that list's lowest
-    z-score, as if it had come last. Ties keep first-seen order."""
+           depth: int = NORM_DEPTH, absent: Sequence[tuple[float, int] | None] | None = None,
+           ) -> list[tuple[K, float]]:
+    """Fuse scored lists (best first) by the weighted sum of each list's z-scores, the mean and
+    deviation taken over its top `depth` scores.
+
+    `absent[i]`: (score, count) when list i is cut short, `count` keys outside it scoring `score`
+    (BM25 lists only the leaves that hold a query word: the others score 0). They fill the list's
+    statistics up to `depth` places, and a key missing from it gets that score's z-score, so a
+    word only one leaf holds lifts that leaf far above the rest rather than to a z-score of 0.
+    None: nothing is known of the keys outside the list; a key missing from it gets the list's
+    lowest z-score, as if it had come last. Ties keep first-seen order."""
     if depth < 1:
         raise ValueError(f"normalisation depth must be >= 1, got {depth}")
     if weights is None:
         weights = [1.0] * len(scored)
-    if len(weights) != len(scored):
-        raise ValueError(f"{len(weights)} weights for {len(scored)} lists")
+    if absent is None:
+        absent = [None] * len(scored)
+    if not len(weights) == len(absent) == len(scored):
+        raise ValueError(f"{len(weights)} weights and {len(absent)} absent scores for {len(scored)} lists")
     normed: list[tuple[dict[K, float], float, float]] = []
-    for lst, w in zip(scored, weights, strict=True):
-        if not lst:
-            continue
+    for lst, w, out in zip(scored, weights, absent, strict=True):
         head = [s for _, s in lst[:depth]]
+        if out is not None:
+            head += [out[0]] * max(0, min(out[1], depth - len(head)))
+        if not head:
+            continue
         mean = sum(head) / len(head)
         sd = (sum((s - mean) ** 2 for s in head) / len(head)) ** 0.5 or 1.0
         z: dict[K, float] = {}
         for key, s in lst:
             z.setdefault(key, (s - mean) / sd)
-        normed.append((z, min(z.values()), w))
+        low = (out[0] - mean) / sd if out is not None else min(z.values(), default=0.0)
+        normed.append((z, low, w))
     keys: dict[K, None] = {}
     for lst in scored:
         for key, _ in lst:

@@ -89,3 +89,21 @@ def test_confidence_flags_rather_than_withholds(notes_retriever, reranker) -> No
     # between the two thresholds: an answer, flagged
     flagged = ask("What is Huber loss?", low_confidence=1.0)
     assert flagged.answerable and flagged.low_confidence and flagged.text == sure.text
+
+
+@pytest.mark.parametrize("question, heading", [
+    ("What is dropout?", "How to reduce overfitting?"),  # the one section whose text says "dropout"
+    ("What is LoRA?", "LoRA"),
+    ("What is CLIP?", "CLIP"),
+])
+def test_a_word_one_section_holds_brings_it_first_with_either_fusion(notes_retriever, question, heading) -> None:  # type: ignore[no-untyped-def]
+    """BM25 lists only the leaves holding a query word. Fused by z-scores with the rest of the
+    leaves at 0 (`zscore`'s absent scores), that one leaf stands far out; without them a list of
+    one has no spread and its leaf gets z-score 0 (dropout's section fell to 5th behind CLIP)."""
+    from index import Retriever
+
+    qv = notes_retriever.embed_queries([question])[0]
+    for fusion in ("zscore", "rrf"):
+        r = Retriever(notes_retriever.snapshot, notes_retriever.embedder, fusion=fusion)
+        top = r.search(question, k=1, query_vector=qv)
+        assert top and top[0].heading_path[-1] == heading, (fusion, [h.heading_path for h in top])

@@ -56,10 +56,27 @@ def test_zscore_statistics_come_from_the_top_of_each_list():
     assert deep["c"] == pytest.approx(-52.0)  # (-50 - 2) / 1
     assert dict(zscore([[("a", 2.0), ("b", 2.0)]])) == {"a": 0.0, "b": 0.0}  # no spread: sd 1
     assert zscore([[], [("a", 1.0)]]) == [("a", 0.0)]
-    with pytest.raises(ValueError, match="2 weights for 1 lists"):
+    with pytest.raises(ValueError, match="2 weights and 1 absent scores for 1 lists"):
         zscore([[("a", 1.0)]], weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="depth must be >= 1"):
         zscore([[("a", 1.0)]], depth=0)
+
+
+def test_zscore_a_list_cut_short_is_filled_with_its_absent_score():
+    # BM25 lists only "a" (the one leaf holding the word); 3 more leaves score 0. Statistics over
+    # 4, 0, 0, 0 (depth 4): mean 1, sd sqrt(3); "a" at 3 / sqrt(3), every other leaf at -1 / sqrt(3)
+    dense = [("b", 0.8), ("a", 0.6), ("c", 0.4)]  # mean 0.6, sd sqrt(0.08 / 3)
+    fused = dict(zscore([dense, [("a", 4.0)]], absent=[None, (0.0, 3)], depth=4))
+    zd = 0.2 / (0.08 / 3) ** 0.5
+    assert fused["a"] == pytest.approx(0.0 + 3 / 3 ** 0.5)
+    assert fused["b"] == pytest.approx(zd - 1 / 3 ** 0.5)
+    assert fused["c"] == pytest.approx(-zd - 1 / 3 ** 0.5)
+    assert max(fused, key=fused.__getitem__) == "a"
+    # without it, a list of one has no spread: "a" gets z 0 from BM25 and "b" stays ahead
+    alone = dict(zscore([dense, [("a", 4.0)]]))
+    assert alone["b"] > alone["a"]
+    # fewer keys outside than places left: only those fill the statistics (4, 0: mean 2, sd 2)
+    assert dict(zscore([[("a", 4.0)]], absent=[(0.0, 1)], depth=4)) == {"a": 1.0}
 
 
 def test_merge_replaces_children_at_the_best_childs_place():
