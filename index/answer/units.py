@@ -120,15 +120,10 @@ def counted(question: str) -> str | None:
     return None
 
 
-def names_counted(question: str, text: str) -> bool:
-    """Whether `text` names what `question` counts or measures (a stemmed word of it; true when
-    the question names nothing): "1000 classes" for "How many output classes ...", not the
-    50 of "ResNet50" for "How many parameters does ResNet-50 have?"."""
+def _counted_words(question: str) -> set[str]:
+    """The stemmed words of what `question` counts (`counted`); empty when it names nothing."""
     what = counted(question)
-    if what is None:
-        return True
-    words = set(tokenize(what))
-    return not words or bool(words & set(tokenize(text)))
+    return set(tokenize(what)) if what is not None else set()
 
 
 # A number states a count of what is counted only this close to a word naming it ("50 layers",
@@ -141,10 +136,7 @@ _COUNT_WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*")
 def states_count(question: str, text: str) -> bool:
     """Whether `text` states a number of what `question` counts: a number (in digits or words)
     within COUNT_WINDOW words of a word naming it; any number when the question names nothing."""
-    what = counted(question)
-    if what is None:
-        return states_number(text)
-    named = set(tokenize(what))
+    named = _counted_words(question)
     if not named:
         return states_number(text)
     words = _COUNT_WORD.findall(text)
@@ -172,8 +164,7 @@ def enumerates(question: str, u: Unit, heading: str = "") -> bool:
     when the question names nothing counted; never a unit of another kind."""
     if u.kind not in _ENUMERATED:
         return False
-    what = counted(question)
-    named = set(tokenize(what)) if what is not None else set()
+    named = _counted_words(question)
     if not named:
         return True
     if named & _ENUMERATED[u.kind]:

@@ -9,7 +9,6 @@ from index.answer.units import (
     counted,
     defined_terms,
     enumerates,
-    names_counted,
     names_term,
     parts,
     states_count,
@@ -174,12 +173,12 @@ def test_what_a_quantity_question_counts_and_answers_that_name_it() -> None:
     for q in ("How large is BERT's token vocabulary?", "What value is typical for Leaky ReLU?",
               "What is the size of the window?", "How does LoRA work?"):
         assert counted(q) is None, q
-    # a stemmed word of it, in the answer or its heading
-    assert names_counted("How many output classes does it have?", "FNN + Softmax -> 1000 classes")
-    assert names_counted("How many heads does it use?", "Multi-head self-attention, 8 of them")
-    assert not names_counted("How many parameters does ResNet-50 have?", "Residual Network with 50 layers")
-    assert not names_counted("What batch size was CLIP trained with?", "CLIP maps images and text, 400M pairs")
-    assert names_counted("How large is BERT's vocabulary?", "BERT uses 30,000 tokens")  # names nothing
+    # a stemmed word of it, next to the answer's number
+    assert states_count("How many output classes does it have?", "FNN + Softmax -> 1000 classes")
+    assert states_count("How many heads does it use?", "Multi-head self-attention, 8 of them")
+    assert not states_count("How many parameters does ResNet-50 have?", "Residual Network with 50 layers")
+    assert not states_count("What batch size was CLIP trained with?", "CLIP maps images and text, 400M pairs")
+    assert states_count("How large is BERT's vocabulary?", "BERT uses 30,000 tokens")  # names nothing
 
 
 def test_a_count_is_a_number_next_to_what_is_counted() -> None:
