@@ -48,16 +48,13 @@ def half(qid: str) -> int:
     return int(hashlib.sha256(qid.encode()).hexdigest(), 16) % 2
 
 
-def dump(out: Path, index_dir: Path | None) -> None:
+def _served(index_dir: Path | None) -> tuple[Any, Any, Any, Any, Any]:
+    """data/questions.jsonl and what the service answers it with: (dataset, embedder, snapshot
+    of data/notes from the eval's cache, the packaged cross-encoder, a Retriever with it)."""
     from eval.datasets import load_jsonl
-    from eval.metrics import states_evidence
     from eval.runner import IndexCache
     from index import Retriever, get_embedder
-    from index.answer import extractive as ex
-    from index.answer.units import asks_for_quantity, unknown_names
-    from index.models.embedder import encode_queries
     from index.models.reranker import get_reranker
-    from index.store.lexical import tokenize
 
     dataset = load_jsonl(ROOT / "data" / "questions.jsonl", ROOT / "data" / "notes")
     cache = IndexCache(index_dir)
@@ -66,7 +63,17 @@ def dump(out: Path, index_dir: Path | None) -> None:
     reranker = get_reranker("auto")
     if reranker is None:
         raise SystemExit("the packaged cross-encoder is not installed")
-    retriever = Retriever(snapshot, embedder, reranker=reranker)
+    return dataset, embedder, snapshot, reranker, Retriever(snapshot, embedder, reranker=reranker)
+
+
+def dump(out: Path, index_dir: Path | None) -> None:
+    from eval.metrics import states_evidence
+    from index.answer import extractive as ex
+    from index.answer.units import asks_for_quantity, unknown_names
+    from index.models.embedder import encode_queries
+    from index.store.lexical import tokenize
+
+    dataset, embedder, snapshot, reranker, retriever = _served(index_dir)
     tree = snapshot.tree
     df: Counter[str] = Counter()
     leaves = tree.leaves()
@@ -122,23 +129,12 @@ def dump(out: Path, index_dir: Path | None) -> None:
 
 
 def probe(path: Path, index_dir: Path | None) -> list[str]:
-    from eval.datasets import load_jsonl
     from eval.metrics import states_evidence
-    from eval.runner import IndexCache
-    from index import Retriever, get_embedder
     from index.answer import extractive as ex
     from index.models.embedder import encode_queries
-    from index.models.reranker import get_reranker
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    dataset = load_jsonl(ROOT / "data" / "questions.jsonl", ROOT / "data" / "notes")
-    cache = IndexCache(index_dir)
-    embedder = get_embedder()
-    snapshot = cache.snapshot(cache.corpus_for(dataset)[0], (2048, 512, 128), embedder)
-    reranker = get_reranker("auto")
-    if reranker is None:
-        raise SystemExit("the packaged cross-encoder is not installed")
-    retriever = Retriever(snapshot, embedder, reranker=reranker)
+    _, embedder, snapshot, reranker, retriever = _served(index_dir)
     out = ["| id | question | answer | confidence | states evidence |", "| --- | --- | --- | --- | --- |"]
     tally: Counter[str] = Counter()
     for r, v in zip(rows, encode_queries(embedder, [r["question"] for r in rows]), strict=True):
