@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +106,15 @@ def test_a_question_for_one_thing_gets_the_item_after_its_lead_not_the_list(note
     assert a.citations[0].quote in node.text
 
 
+def _ask(retriever, reranker, q: str):  # type: ignore[no-untyped-def]
+    """The served answer to `q`: its top 5 hits, answered with the cross-encoder."""
+    qv = retriever.embed_queries([q])[0]
+    return extract_answer(q, qv, retriever.search(q, k=5, query_vector=qv), retriever.snapshot, reranker=reranker)
+
+
 @pytest.mark.slow
 def test_a_count_the_answer_does_not_state_is_not_covered_but_an_enumeration_states_one(notes_retriever, reranker):
-    def ask(q: str):  # type: ignore[no-untyped-def]
-        qv = notes_retriever.embed_queries([q])[0]
-        return extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot,
-                              reranker=reranker)
+    ask = functools.partial(_ask, notes_retriever, reranker)
 
     # the BERT lines state a number (30,000 tokens), never a count of parameters
     bert = ask("How many parameters does BERT have?")
@@ -141,10 +145,7 @@ def test_the_definition_of_the_term_a_question_names_answers_it(notes_retriever,
 
 @pytest.mark.slow
 def test_an_enumeration_answers_a_count_only_of_what_it_enumerates(notes_retriever, reranker):
-    def ask(q: str):  # type: ignore[no-untyped-def]
-        qv = notes_retriever.embed_queries([q])[0]
-        return extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot,
-                              reranker=reranker)
+    ask = functools.partial(_ask, notes_retriever, reranker)
 
     # the Transformer block's list names "Multi-head", and counts no heads; ResNet50's diagram of
     # stages counts no parameters: neither is given as a sure answer
