@@ -183,6 +183,12 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
             raise EvalError("NOTESRAG_LOW_CONFIDENCE must be a number in [0, 1]") from None
     if args.low_confidence is not None and not 0.0 <= args.low_confidence <= 1.0:
         raise EvalError(f"--low-confidence must be in [0, 1], got {args.low_confidence}")
+    if args.fusion is None and (env := os.environ.get("NOTESRAG_FUSION", "").strip()):
+        from index.search.fusion import FUSIONS
+
+        if env not in FUSIONS:  # refused as the service's settings refuse it, before any index is built
+            raise EvalError(f"NOTESRAG_FUSION must be one of {', '.join(FUSIONS)}")
+        args.fusion = env
     if args.corpus is not None and (args.beir is not None or args.squad is not None):
         raise EvalError("--corpus goes with --questions; BEIR and SQuAD sets bring their corpus")
     if args.url is not None and not args.url.startswith(("http://", "https://")):
@@ -257,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    progress=progress,
                                    reranker=args.reranker or os.environ.get("NOTESRAG_RERANKER", "auto"),
                                    rerank_depth=args.rerank_depth, rerank_weight=args.rerank_weight,
-                                   fusion=args.fusion or os.environ.get("NOTESRAG_FUSION") or None, llm=llm)
+                                   fusion=args.fusion, llm=llm)
         ragas = None
         if not args.no_ragas:
             from eval.ragas_metrics import LLMConfig, RagasScorer

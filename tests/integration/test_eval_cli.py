@@ -147,6 +147,14 @@ def test_bad_arguments_exit_2_with_one_line(notes: tuple[Path, Path], args: list
     assert message in _error(capsys)
 
 
+def test_a_bad_fusion_in_the_environment_exits_2_naming_it(notes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    corpus, qs = notes
+    monkeypatch.setenv("NOTESRAG_FUSION", "borda")
+    assert main(["--questions", str(qs), "--corpus", str(corpus)]) == 2
+    assert "NOTESRAG_FUSION must be one of rrf, zscore" in _error(capsys)
+
+
 # --- end to end on tiny sets -----------------------------------------------------------
 
 
