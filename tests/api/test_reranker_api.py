@@ -54,10 +54,10 @@ def test_a_damaged_reranker_fails_the_start_naming_its_file(tmp_path: Path) -> N
     engine = build_engine(make_settings(tmp_path / "index"), Metrics())
     assert isinstance(engine.reranker, BatchingReranker)  # shared by the answerer and retrieval
     assert engine.answerers["extractive"].reranker is engine.reranker  # type: ignore[attr-defined]
-    # one encoder thread, each pair alone on onnxruntime's intra-op threads, one a core
-    assert engine.reranker.workers == 1 and engine.reranker.chunk == 1
+    # one encoder thread a core, each pair alone on one onnxruntime thread
+    assert engine.reranker.workers == default_workers() and engine.reranker.chunk == 1
     inner = engine.reranker.inner
-    assert inner.session.get_session_options().intra_op_num_threads == default_workers()  # type: ignore[attr-defined]
-    two = build_engine(make_settings(tmp_path / "index", rerank_workers=2, rerank_threads=1), Metrics()).reranker
-    assert isinstance(two, BatchingReranker) and two.workers == 2
-    assert two.inner.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+    assert inner.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+    one = build_engine(make_settings(tmp_path / "index", rerank_workers=1, rerank_threads=2), Metrics()).reranker
+    assert isinstance(one, BatchingReranker) and one.workers == 1
+    assert one.inner.session.get_session_options().intra_op_num_threads == 2  # type: ignore[attr-defined]
