@@ -6,7 +6,7 @@ answers that keep a "Term:" label; chunk sizes 2048,512,128, merge threshold 0.5
 issue 13 the answers of the packaged cross-encoder, see below);
 each floor sits a little under it, so a real regression fails and noise does not (the run
 is deterministic on CPU: the same index and model give the same numbers). Raise the
-floors when a change lifts the measured values; see the README's quality table.
+floors when a change lifts the measured values; see the README's table at a glance and eval/README.md.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class IndexConfig:
     # How sentences get their vectors (extractive answers score them): "pooled" from their
     # leaf's token vectors in the leaf's one pass, or "separate", a pass of their own. Pooled
     # by default: about half the encoder work at ingestion, and on data/questions.jsonl
-    # answer_accuracy 0.917 / F1 0.403 against 0.911 / 0.400 separate (README).
+    # answer_accuracy 0.917 / F1 0.403 against 0.911 / 0.400 separate (eval/README.md).
     sentence_vectors: str = "pooled"
     # Where leaf vectors live: "faiss" (a file in each snapshot, the default) or "milvus"
     # (index.store.milvus). milvus_uri None: Milvus Lite in <index_dir>/milvus.db; else a server URL

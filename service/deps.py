@@ -122,7 +122,7 @@ def authenticate_throttled(request: Request, settings: Settings, failures: RateL
 
 
 # The dependencies are `async def` though they never wait: FastAPI runs a plain `def` one in a
-# worker thread, a hand-off there and back for each of a request's four (README, "Throughput").
+# worker thread, a hand-off there and back for each of a request's four (bench/README.md, "Throughput").
 def _guard(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         return check_caller(scope, request)

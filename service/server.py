@@ -107,7 +107,7 @@ def _refused(self: Any, msg: str) -> None:
     self.transport.close()
 
 
-# httptools parses a request head in C, h11 in Python (README, "Throughput")
+# httptools parses a request head in C, h11 in Python (bench/README.md, "Throughput")
 ReadDeadlineProtocol: type[ReadDeadline] = ReadDeadlineH11Protocol if HttpToolsProtocol is None else \
     type("ReadDeadlineProtocol", (ReadDeadline, HttpToolsProtocol), {"send_400_response": _refused})
 

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     # onnxruntime's intra-op threads for each pair (0: one a core). One single-threaded worker a
     # core served the most on a quiet host: a pair of ~86 tokens costs 28 ms of CPU on one thread
     # and 37 ms on two for the same wall time, and a lone request's 4 pairs go to both workers
-    # (c=16: 24.3 against 16.9 req/s for one worker on two intra-op threads; README, "Throughput").
+    # (c=16: 24.3 against 16.9 req/s for one worker on two intra-op threads; bench/README.md, "HTTP queries").
     rerank_workers: int = Field(default=0, ge=0, le=64)
     rerank_threads: int = Field(default=1, ge=0, le=64)
 
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     # and tokenizer.json; or a sentence-transformers CrossEncoder name.
     reranker: str = Field(default="auto", min_length=1)
     # Answer units it scores for one question (each costs ~10-15 ms on one CPU thread), and the
-    # fused leaves it reranks before auto-merge (0: none; see the README's quality table).
+    # fused leaves it reranks before auto-merge (0: none; see eval/README.md).
     units_scored: int = Field(default=4, ge=1, le=64)
     rerank_depth: int = Field(default=0, ge=0, le=200)
     # A reranked leaf's score: this share the cross-encoder's probability, the rest its fused

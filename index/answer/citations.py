@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from index.store.lexical import tokenize
 from index.store.sentences import split_sentences
 
-# Calibrated by `python -m eval.citation_calibration` on data/questions.jsonl (see README).
+# Calibrated by `python -m eval.citation_calibration` on data/questions.jsonl (see eval/README.md).
 SUPPORT_THRESHOLD = 0.87
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")

@@ -45,7 +45,7 @@ from index.store.lexical import tokenize
 from index.store.snapshot import Snapshot
 from index.store.tree import NodeTree, vector_id
 
-# Calibrated on data/questions.jsonl with `notesrag eval`; see the README's quality table. The
+# Calibrated on data/questions.jsonl with `notesrag eval`; see eval/README.md. The
 # first is a cosine (no cross-encoder, the abstain threshold that maximises no-answer F1); the
 # second the cross-encoder's confidence, under that of every answerable question on either
 # half of the set (0.17 and 0.25): abstaining is kept for what is clearly not covered.
@@ -54,7 +54,7 @@ DEFAULT_RERANK_THRESHOLD = 0.15
 # The confidence with a cross-encoder: sigmoid(CONFIDENCE_SCALE * (logit + COSINE_WEIGHT *
 # (cosine - COSINE_CENTER))), see _confidence: a logistic fit of "the notes answer it" on
 # data/questions.jsonl, the same (scale 0.24 / 0.27, centre 3.58 / 3.76) fitted on either half
-# of it by id hash (README, answers). COSINE_WEIGHT is the weight that separated answerable from
+# of it by id hash (eval/README.md, answers). COSINE_WEIGHT is the weight that separated answerable from
 # unanswerable questions best on both halves.
 COSINE_WEIGHT = 20.0
 COSINE_CENTER = 0.18
@@ -67,7 +67,7 @@ DEFAULT_LOW_CONFIDENCE = 0.5
 # (`units.states_count`: a number next to a word naming it) nor enumerates it (`units.enumerates`:
 # a list whose lead-in, heading or items name it, or a list of ways or steps, a diagram of stages).
 # On data/questions.jsonl no answerable question's answer is either; the penalty that takes every
-# such unanswerable question under DEFAULT_RERANK_THRESHOLD is 4.7 on one half (by id hash, README)
+# such unanswerable question under DEFAULT_RERANK_THRESHOLD is 4.7 on one half (by id hash, eval/README.md)
 # and 4.2 on the other. 5.0 (2.0 and numbers alone before) moved abstention recall from 0.35 to
 # 0.59 (halves 0.40 / 0.29 -> 0.60 / 0.57) at precision 1.0, with no answerable question abstaining.
 QUANTITY_PENALTY = 5.0
@@ -83,7 +83,7 @@ MIN_LEAD_WORDS = 4
 # With PARTS, the parts of a unit (its sentences, a diagram's lines: `units.parts`) are scored
 # in place of it, and answer alone unless the question asks for stages (a diagram answers
 # whole) or the unit has at most WHOLE_WORDS words. Off: measured on data/questions.jsonl
-# (README, answers), parts raise answer F1 (0.400 -> 0.440) but lower answer_accuracy
+# (eval/README.md, answers), parts raise answer F1 (0.400 -> 0.440) but lower answer_accuracy
 # (0.911 -> 0.856): the cross-encoder often picks the sentence next to the evidence.
 PARTS = False
 WHOLE_WORDS = 0

@@ -111,7 +111,7 @@ class OnnxBgeEmbedder:
 
         bge embeds a text by its [CLS] token, so a span's mean is not the vector the model
         would give the sentence alone; it serves answer extraction's sentence cosine, and
-        what that costs in answer quality is measured in the README (bge-small section)."""
+        what that costs in answer quality is measured in eval/README.md (bge-small section)."""
         return self._run(list(texts), spans)
 
     def _run(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None,

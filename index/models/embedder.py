@@ -41,7 +41,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 QUESTIONS_INT8 = True
 # "auto" embeds passages (ingestion) on the CPU with the int8 export too, each text alone on one
 # thread a core: SciFact's 16,919 leaves in about a third of torch fp32's time, quality in the
-# README (Ingestion); "torch" restores fp32 passages.
+# bench/README.md (Ingestion); "torch" restores fp32 passages.
 PASSAGES_INT8 = True
 BACKEND_CHOICES = EMBED_BACKENDS  # ("auto", *BACKENDS)
 # On the CPU, torch encodes this few texts (a question, or a micro-batch of them) on one

@@ -219,7 +219,7 @@ class OnnxQuestionEmbedder:
     activation scales are per call), and a mean-pooling model's sentence vectors can be
     pooled from their leaf's pass (`encode_spans`). This is what ingestion runs on a CPU
     host (`index.models.embedder.get_embedder`, backend "auto"): on SciFact about
-    2-3x torch fp32's leaves a second, quality in the README (Ingestion).
+    2-3x torch fp32's leaves a second, quality in bench/README.md (Ingestion).
     """
 
     def __init__(self, location: str, model_name: str, batch_embedder: Any, *, few: int = 16,

@@ -37,7 +37,7 @@ DEFAULT_MAX_LENGTH = 128
 # shares its run, padding included (median 0.1, up to 0.9 logits on the answer units of
 # data/questions.jsonl). Runs of one pair have no padding and score a pair the same whoever
 # asks with it, and on this 2-core CPU they cost no more than padded runs of 4-8 pairs (and
-# less than runs of 16-64, which were 1.2-2.5x slower a pair): see the README, "Throughput".
+# less than runs of 16-64, which were 1.2-2.5x slower a pair): see bench/README.md, "Throughput".
 DEFAULT_CHUNK = 1
 
 

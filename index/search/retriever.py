@@ -18,12 +18,12 @@ DEFAULT_MERGE_THRESHOLD = 0.5
 # Dense rankings are the stronger signal on paraphrased questions (MRR@10 0.878 against 0.824
 # for BM25 on data/questions.jsonl), so they weigh more in the fusion (hybrid+merge MRR@10
 # 0.922 -> 0.931 at RRF k=5). Fitted for RRF, kept for z-scores: 1 is best on SciFact and 2 on
-# data/questions.jsonl with them, 1.5 close to both (README, fusion).
+# data/questions.jsonl with them, 1.5 close to both (eval/README.md, fusion).
 DENSE_WEIGHT = 1.5
 # How the dense and BM25 lists are fused (index.search.fusion): "zscore" (each list's scores as
 # z-scores, summed with DENSE_WEIGHT against 1) or "rrf" (reciprocal ranks, RRF k). With the same
 # dense weight, z-scores beat RRF k=5 on both development sets (hybrid+merge MRR@10, MiniLM, int8
-# passages): data/questions.jsonl 0.954 -> 0.978, SciFact 0.689 -> 0.700 (README, quality).
+# passages): data/questions.jsonl 0.954 -> 0.978, SciFact 0.689 -> 0.700 (eval/README.md).
 DEFAULT_FUSION: Literal["rrf", "zscore"] = "zscore"
 # The share of the cross-encoder in a reranked leaf's score, the rest its fused score (mix_rerank).
 DEFAULT_RERANK_WEIGHT = 1.0
