@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,52 +243,51 @@ async def load(url: str, qs: list[str], concurrency: int, total: int, cached: bo
     latencies: list[float] = []
     errors = 0
     next_i = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async def worker(c: httpx.AsyncClient) -> None:
+    async def drive(ask: Callable[[str], Awaitable[bool]]) -> None:
+        """Take the next question until `total` are taken; `ask` sends one, True when it got a 200."""
         nonlocal next_i, errors
         while next_i < total:
-            i = next_i
+            question = qs[(next_i + offset) % len(qs)]
             next_i += 1
             t = time.perf_counter()
-            try:
-                r = await c.post("/v1/ask", json={"question": qs[(i + offset) % len(qs)]}, headers=headers)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
+            ok = await ask(question)
             latencies.append((time.perf_counter() - t) * 1e3)
             errors += not ok
 
     async def raw_worker() -> None:
-        nonlocal next_i, errors
         conn = RawConnection(url)
+
+        async def ask(question: str) -> bool:
+            body = json.dumps({"question": question}).encode()
+            try:
+                status, _ = await asyncio.wait_for(conn.post("/v1/ask", body, headers), 30)
+                return status == 200
+            except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                await conn.close()
+                return False
+
         try:
-            while next_i < total:
-                i = next_i
-                next_i += 1
-                body = json.dumps({"question": qs[(i + offset) % len(qs)]}).encode()
-                t = time.perf_counter()
-                try:
-                    status, _ = await asyncio.wait_for(conn.post("/v1/ask", body, headers), 30)
-                    ok = status == 200
-                except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-                    ok = False
-                    await conn.close()
-                latencies.append((time.perf_counter() - t) * 1e3)
-                errors += not ok
+            await drive(ask)
         finally:
             await conn.close()
 
     cpu0 = time.process_time()
+    t0 = time.perf_counter()
     if client == "raw":
-        t0 = time.perf_counter()
         await asyncio.gather(*(raw_worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - t0
     else:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker(c) for _ in range(concurrency)))
-            seconds = time.perf_counter() - t0
+            async def ask(question: str) -> bool:
+                try:
+                    r = await c.post("/v1/ask", json={"question": question}, headers=headers)
+                    return r.status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await asyncio.gather(*(drive(ask) for _ in range(concurrency)))
+    seconds = time.perf_counter() - t0
     label = "notesrag /v1/ask (cached answers)" if cached else "notesrag /v1/ask over HTTP"
     if backend:
         label += f", {backend}"

@@ -19,8 +19,7 @@ GATE_RUN = "hybrid+merge"
 # 4 units a question in calls of about one length, the logistic confidence, abstain threshold
 # 0.15, low-confidence flag under 0.5, a quantity question answered without a number next to what
 # it counts (5.0 off the log-odds, unless a list, diagram or code answers it by enumerating what is
-# counted) and a
-# question naming what the index never mentions penalised). The abstention floors changed on
+# counted) and a question naming what the index never mentions penalised). The abstention floors changed on
 # purpose: a false "not covered" is the failure a user trusts least, so recall was traded for
 # precision; the low-confidence flag is the softer abstention, and has floors of its own.
 # Retrieval since passages are embedded in int8 on the CPU (PASSAGES_INT8): fp32 passages gave

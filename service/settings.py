@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from index.config import MAX_FILE_BYTES, IndexConfig
+from index.search.fusion import Fusion
 from index.search.retriever import DEFAULT_FUSION, DEFAULT_RERANK_WEIGHT
 
 Scope = Literal["query", "admin"]
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
     # when installed (make install does), else none (logged); "none"; a folder with model.onnx
     # and tokenizer.json; or a sentence-transformers CrossEncoder name.
     reranker: str = Field(default="auto", min_length=1)
-    # Answer units it scores for one question (each costs ~10-15 ms on one CPU thread), and the
+    # Answer units it scores for one question (each costs ~28 ms on one thread of this CPU), and the
     # fused leaves it reranks before auto-merge (0: none; see eval/README.md).
     units_scored: int = Field(default=4, ge=1, le=64)
     rerank_depth: int = Field(default=0, ge=0, le=200)
@@ -149,7 +150,7 @@ class Settings(BaseSettings):
     # score over the best fused score (index.search.retriever.mix_rerank); 1: the cross-encoder alone.
     rerank_weight: float = Field(default=DEFAULT_RERANK_WEIGHT, ge=0, le=1)
     # How the dense and BM25 leaf lists are fused: "zscore" or "rrf" (index.search.fusion).
-    fusion: Literal["rrf", "zscore"] = DEFAULT_FUSION
+    fusion: Fusion = DEFAULT_FUSION
     max_sentences: int = Field(default=2, ge=1, le=10)
     llm_base_url: str | None = None  # an OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1
     llm_model: str = "default"

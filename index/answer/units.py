@@ -171,7 +171,7 @@ def enumerates(question: str, u: Unit, heading: str = "") -> bool:
         return True
     lines = [ln.strip() for ln in u.quote.split("\n") if ln.strip()]
     if u.kind == "diagram":  # its lead-in and caption: the lines before its first arrow
-        lead = [ln for ln in lines[:next((i for i, ln in enumerate(lines) if _ARROW.match(ln)), 0)]]
+        lead = lines[:next((i for i, ln in enumerate(lines) if _ARROW.match(ln)), 0)]
         items = [ln for ln in lines if _ARROW.match(ln)]
     else:
         lead = [u.lead_line] if u.lead_line else []

@@ -1,9 +1,9 @@
-"""Reciprocal rank fusion of several rankings."""
+"""Fusion of several rankings: reciprocal ranks (`rrf`) or z-scores of their scores (`zscore`)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 K = TypeVar("K", bound=Hashable)
 
@@ -32,7 +32,8 @@ def rrf(rankings: Sequence[Sequence[K]], k: int = RRF_K, weights: Sequence[float
 # a list's top NORM_DEPTH scores however deep it goes, so a deeper search (the eval fills k distinct
 # documents that way) leaves the order of what it already ranked as it was.
 NORM_DEPTH = 30
-FUSIONS = ("rrf", "zscore")
+Fusion = Literal["rrf", "zscore"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 
 
 def zscore(scored: Sequence[Sequence[tuple[K, float]]], weights: Sequence[float] | None = None,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from index.models.embedder import Embedder, encode_queries
 from index.models.reranker import Reranker, sigmoid
-from index.search.fusion import FUSIONS, RRF_K, rrf, zscore
+from index.search.fusion import FUSIONS, RRF_K, Fusion, rrf, zscore
 from index.search.merge import auto_merge
 from index.store.snapshot import Snapshot
 
@@ -24,7 +23,7 @@ DENSE_WEIGHT = 1.5
 # z-scores, summed with DENSE_WEIGHT against 1) or "rrf" (reciprocal ranks, RRF k). With the same
 # dense weight, z-scores beat RRF k=5 on both development sets (hybrid+merge MRR@10, MiniLM, int8
 # passages): data/questions.jsonl 0.954 -> 0.978, SciFact 0.689 -> 0.700 (eval/README.md).
-DEFAULT_FUSION: Literal["rrf", "zscore"] = "zscore"
+DEFAULT_FUSION: Fusion = "zscore"
 # The share of the cross-encoder in a reranked leaf's score, the rest its fused score (mix_rerank).
 DEFAULT_RERANK_WEIGHT = 1.0
 
