@@ -56,6 +56,26 @@ def test_fragments_do_not_answer_alone(notes_retriever, reranker) -> None:  # ty
     assert a.plain != "Lower is better." and a.plain.startswith("FID")
 
 
+SPLIT = [  # (question, what the answer says, the lead-in or item it leaves out)
+    ("Which techniques let LightGBM train quickly?",
+     "LightGBM uses histogram-based algorithms", "Gradient Boosted Decision Trees"),
+    ("In what order are the trees of gradient boosted decision trees built?",
+     "builds decision trees in sequence", "XGBoost"),
+    ("How does Swin Transformer keep self-attention local?",
+     "non-overlapping windows", "introduces Transformers to CV"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, said, left_out", SPLIT, ids=[q for q, _, _ in SPLIT])
+def test_a_list_item_or_its_lead_in_answers_alone(notes_retriever, reranker, question, said, left_out) -> None:  # type: ignore[no-untyped-def]
+    qv = notes_retriever.embed_queries([question])[0]
+    a = extract_answer(question, qv, notes_retriever.search(question, k=5, query_vector=qv),
+                       notes_retriever.snapshot, reranker=reranker)
+    assert a.answerable and said in a.plain and left_out not in a.plain, a.plain
+    assert len(a.citations) == 1
+
+
 @pytest.mark.slow
 def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, reranker) -> None:  # type: ignore[no-untyped-def]
     from index import Retriever
