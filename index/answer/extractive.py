@@ -495,7 +495,9 @@ def _choose(question: str, ranked: list[_Candidate], cands: list[_Candidate],
         # a second unit only when nearly as good and next to the first in the same section
         adjacent = (c.index == best.index and abs(c.sub - best.sub) == 1 if best.sub >= 0
                     else c.sub < 0 and abs(c.index - best.index) == 1)
-        if (c.section == best.section and adjacent and c.unit.kind != "list"
+        # (never a part of the first: an item of the list that answers)
+        inside = c.unit.start < best.unit.end and best.unit.start < c.unit.end
+        if (c.section == best.section and adjacent and c.unit.kind != "list" and not inside
                 and c.score >= best.score - margin):
             chosen.append(c)
     chosen.sort(key=lambda c: (c.section, c.unit.start))

@@ -77,6 +77,16 @@ def test_a_list_item_or_its_lead_in_answers_alone(notes_retriever, reranker, que
 
 
 @pytest.mark.slow
+def test_a_list_answer_does_not_repeat_one_of_its_items(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
+    q = "Which layers make up a decoder block of the Transformer?"
+    qv = notes_retriever.embed_queries([q])[0]
+    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
+                       notes_retriever.snapshot, reranker=reranker)
+    assert a.plain.startswith("Within each Encoder/Decoder block") and a.plain.count("Feed Forward Network") == 1, a.plain
+    assert len(a.citations) == 1
+
+
+@pytest.mark.slow
 def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, reranker) -> None:  # type: ignore[no-untyped-def]
     from index import Retriever
 
