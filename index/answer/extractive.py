@@ -32,6 +32,7 @@ from index.answer.units import (
     asks_for_sequence,
     asks_for_several,
     enumerates,
+    named_term,
     names_term,
     parts,
     states_count,
@@ -506,6 +507,34 @@ def _choose(question: str, ranked: list[_Candidate], cands: list[_Candidate],
     return chosen
 
 
+def _compared(question: str, chosen: list[_Candidate], ranked: list[_Candidate], cands: list[_Candidate],
+              reranker: Reranker | None) -> list[_Candidate]:
+    """A question that names two defined terms ("How does layer norm differ from batch norm?",
+    "For FID and for SSIM, ...") answered by the definition of one of them: the definition of the
+    other (the cheap score's best) joins it, and the two answer without the rest (a lead-in).
+    The joined unit keeps its cross-encoder logit, scored now when it was not among those scored."""
+    named = {t for c in chosen if (t := named_term(question, c.unit.text)) is not None}
+    if len(named) != 1:
+        return chosen
+    taken = [(c.unit.start, c.unit.end) for c in chosen]
+    for c in cands:
+        term = named_term(question, c.unit.text)
+        # a term inside the one named ("Loss: ..." for "... L2 loss"), or the same, is no other term
+        if (c.unit.kind == "list" or c.whole is not None or term is None
+                or any(f" {term} " in f" {t} " or f" {t} " in f" {term} " for t in named)
+                or any(c.unit.start < b and a < c.unit.end for a, b in taken)):
+            continue
+        scored = next((r for r in ranked if (r.section, r.index, r.sub) == (c.section, c.index, c.sub)), None)
+        if scored is None:
+            heading = c.heading[-1] if c.heading else ""
+            logit = (float(reranker.score(question, [" ".join(c.unit.context(heading).split()[:MAX_CONTEXT_WORDS])])[0])
+                     if reranker is not None else c.cheap)
+            scored = _with_score(c, logit)
+        pair = [u for u in chosen if named_term(question, u.unit.text) is not None] + [scored]
+        return sorted(pair, key=lambda u: (u.section, u.unit.start))
+    return chosen
+
+
 def _cited_node(tree: NodeTree, hits: list[Hit], c: _Candidate) -> str | None:
     """The smallest retrieved node (a leaf, or one of its ancestors) holding the unit's span."""
     a, b = c.unit.start, c.unit.end
@@ -551,6 +580,8 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
     if margin is None:
         margin = CHEAP_MARGIN if reranker is None else RERANK_MARGIN
     chosen = _choose(question, ranked, cands, max_sentences, margin, reranker)
+    if max_sentences > 1:
+        chosen = _compared(question, chosen, ranked, cands, reranker)
     if reranker is not None:
         # a question for a quantity that the answer states no number for, or whose counted thing
         # it never names, is likely not covered ("How many attention heads does BERT-base have?"

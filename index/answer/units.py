@@ -72,14 +72,15 @@ def asks_for_sequence(question: str) -> bool:
 
 _QUANTITY_QUESTION = re.compile(
     r"\bhow (?:many|much|long|big|large|deep|wide|fast|often|old)\b|\bby how much\b|\bnumber of\b|"
-    r"\bwhat (?:\w+ ){0,2}(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
+    r"\bwhat (?!(?:are|were)\b)(?:\w+ ){0,2}(?:size|rate|number|rank|stride|score|value|count|dimension|percentage|"
     r"ratio|epochs?|steps|timesteps|year|depth|width)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
                      r"twenty|hundred|thousands?|millions?|billions?|half|single|double)\b", re.IGNORECASE)
 
 
 def asks_for_quantity(question: str) -> bool:
-    """Whether a question asks for a number ("How many...", "What batch size...")."""
+    """Whether a question asks for a number ("How many...", "What batch size..."); "What are the
+    steps..." asks for the steps themselves."""
     return bool(_QUANTITY_QUESTION.search(question))
 
 
@@ -228,11 +229,24 @@ def defined_terms(text: str) -> list[str]:
     return [n for n in names if len(n) >= 3]
 
 
-def names_term(question: str, text: str) -> bool:
-    """Whether `question` names, as whole words, a term that `text` defines ("How does the
-    Inception Score judge ...?" and "IS (Inception Score): ...", not "Fréchet Inception Distance")."""
+def named_term(question: str, text: str) -> str | None:
+    """The term that `text` defines and `question` names as whole words, folded ("inception score"
+    for "How does the Inception Score judge ...?" and "IS (Inception Score): ...", none for "Fréchet
+    Inception Distance"); None when the question names none."""
     folded = f" {_FOLD.sub(' ', question.lower())} "
-    return any(f" {_FOLD.sub(' ', n.lower()).strip()} " in folded for n in defined_terms(text))
+    for n in defined_terms(text):
+        name = _FOLD.sub(" ", n.lower()).strip()
+        head, _, tail = name.partition(" ")
+        # "l1 loss" in "... between L1 and L2 loss?": its head, then a word or two, then its tail
+        if f" {name} " in folded or (tail and re.search(
+                rf" {re.escape(head)} (?:and|or|vs|versus) (?:\w+ ){{1,2}}{re.escape(tail)} ", folded)):
+            return name
+    return None
+
+
+def names_term(question: str, text: str) -> bool:
+    """Whether `question` names, as whole words, a term that `text` defines (`named_term`)."""
+    return named_term(question, text) is not None
 
 
 def asks_for_several(question: str) -> bool:

@@ -86,6 +86,28 @@ def test_a_list_answer_does_not_repeat_one_of_its_items(notes_retriever, reranke
     assert len(a.citations) == 1
 
 
+COMPARED = [  # a question naming two defined terms gets both definitions, in the notes' order
+    ("What is the difference between L1 and L2 loss?", ["L2 Loss: Mean Squared Error", "L1 Loss: Mean Absolute Error"]),
+    ("How is logistic regression different from linear regression?",
+     ["Linear Regression: fit a line", "Logistic Regression: pass a linear model"]),
+    ("Compare FID and the Inception Score.", ["FID (Fréchet Inception Distance):", "IS (Inception Score):"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, starts", COMPARED, ids=[q for q, _ in COMPARED])
+def test_a_comparison_gets_both_definitions(notes_retriever, reranker, question, starts) -> None:  # type: ignore[no-untyped-def]
+    qv = notes_retriever.embed_queries([question])[0]
+    a = extract_answer(question, qv, notes_retriever.search(question, k=5, query_vector=qv),
+                       notes_retriever.snapshot, reranker=reranker)
+    assert [c.quote.lstrip("- ")[:len(s)] for c, s in zip(a.citations, starts)] == starts and len(a.citations) == 2, a.plain
+    # one question for one of them still gets its definition alone
+    q = "What does L2 loss mean?"
+    qv = notes_retriever.embed_queries([q])[0]
+    one = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot, reranker=reranker)
+    assert one.plain == "L2 Loss: Mean Squared Error (MSE),", one.plain
+
+
 @pytest.mark.slow
 def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, reranker) -> None:  # type: ignore[no-untyped-def]
     from index import Retriever

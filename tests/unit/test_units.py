@@ -9,6 +9,7 @@ from index.answer.units import (
     counted,
     defined_terms,
     enumerates,
+    named_term,
     names_term,
     parts,
     states_count,
@@ -157,8 +158,10 @@ def test_questions_for_a_quantity_and_answers_that_state_one() -> None:
               "How large is BERT's token vocabulary?", "What learning rate should I use with LoRA?",
               "Which GPU memory is faster, and by how much?"):
         assert asks_for_quantity(q), q
-    for q in ("How does LoRA fine-tune a model?", "What is Huber loss?", "Which tokenizer does GPT-2 use?"):
+    for q in ("How does LoRA fine-tune a model?", "What is Huber loss?", "Which tokenizer does GPT-2 use?",
+              "What are the steps of backprop through a matrix multiplication?", "What were the epochs like?"):
         assert not asks_for_quantity(q), q
+    assert asks_for_quantity("What number of steps does DDPM use?") and asks_for_quantity("What steps count?")
     assert states_number("-> Conv1 -> 64*112*112") and states_number("about thirty thousand tokens")
     assert not states_number("Split the image into non-overlapping windows.")
 
@@ -240,6 +243,11 @@ def test_the_terms_a_definition_defines_and_questions_that_name_them() -> None:
                           "FID (Fréchet Inception Distance): measures similarity.")
     assert names_term("Explain how a decision tree works.", "Decision Tree: iteratively split.")
     assert not names_term("Name an implementation of decision trees.", "Decision Tree: iteratively split.")
+    # the term named, folded; a shared tail said once ("L1 and L2 loss")
+    assert named_term("Compare FID and the Inception Score.", "IS (Inception Score): uses a classifier.") == "inception score"
+    assert named_term("What is the difference between L1 and L2 loss?", "L1 Loss: Mean Absolute Error (MAE),") == "l1 loss"
+    assert named_term("What is the difference between L1 and L2 loss?", "L2 Loss: Mean Squared Error (MSE),") == "l2 loss"
+    assert named_term("Is L1 the loss to use?", "L1 Loss: Mean Absolute Error (MAE),") is None
 
 
 def test_names_the_notes_never_mention() -> None:
