@@ -6,7 +6,9 @@ diagram, a code block). A cheap score picks a few of them: the best cosine of
 their sentences to the question (sentence vectors are computed at ingestion, see
 `index.store.sentences`), the question words they share and the rank of their hit.
 A cross-encoder, when there is one, scores those few and the best wins; a list
-question gets the whole list of the winning item. The confidence is the
+question gets the whole list of the winning item, a question for one thing an item
+or its list's lead-in (or both), and a comparison of two defined terms both
+definitions. The confidence is the
 cross-encoder's probability (the cosine without one); under `threshold` the notes
 are taken not to cover the question.
 
