@@ -186,19 +186,38 @@ def enumerates(question: str, u: Unit, heading: str = "") -> bool:
 # "CIFAR-10", "PyTorch"), an acronym, or a capitalised hyphenated word.
 _NAME = re.compile(r"\b(?:[A-Za-z]+[A-Z0-9][\w-]*|[A-Z][a-z]+(?:-\w+)+|[A-Z]{2,}\w*)\b")
 _ALNUM = re.compile(r"[a-z0-9]+")
+# A code name: dotted ("asyncio.gather", "np.sqrt") or snake_case ("run_until_complete"); a name
+# only as a whole, so its common pieces ("run", "until") do not make it known.
+_CODE_NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9]*(?:\.[A-Za-z_]\w*)+\b|\b[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\b")
+
+
+def _code_names(text: str) -> list[str]:
+    # "e.g", "i.e", "w.r.t": abbreviations, not code
+    return [m for m in _CODE_NAME.findall(text) if min(len(p) for p in re.split(r"[._]", m) if p) > 1
+            or "_" in m]
 
 
 def vocabulary(texts: Iterable[str]) -> frozenset[str]:
-    """The lower-case letter-and-digit runs of `texts`, for `unknown_names`."""
-    return frozenset(w for t in texts for w in _ALNUM.findall(t.lower()))
+    """The lower-case letter-and-digit runs of `texts`, and their code names run together
+    ("asynciogather" for "asyncio.gather"), for `unknown_names`."""
+    out: set[str] = set()
+    for t in texts:
+        low = t.lower()
+        out.update(_ALNUM.findall(low))
+        out.update("".join(_ALNUM.findall(n)) for n in _code_names(low))
+    return frozenset(out)
 
 
 def unknown_names(question: str, vocab: frozenset[str]) -> list[str]:
     """The names in `question` (past its first word) that `vocab` never holds: neither the name
     run together ("cifar10") nor its head (the letters it starts with, singular or plural, or
     as the start of a word: "ResNet" in "resnet50")."""
-    out = []
-    for name in _NAME.findall(question.split(" ", 1)[1] if " " in question else ""):
+    rest = question.split(" ", 1)[1] if " " in question else ""
+    # a code name is known only run together as a whole ("get_deeper_nodes")
+    out = [n for n in _code_names(rest) if "".join(_ALNUM.findall(n.lower())) not in vocab]
+    for name in _NAME.findall(rest):
+        if any(name in n for n in out):
+            continue
         pieces = _ALNUM.findall(name.lower())
         joined = "".join(pieces)
         if not pieces or {joined, joined.removesuffix("s")} & vocab:

@@ -257,3 +257,8 @@ def test_names_the_notes_never_mention() -> None:
     assert unknown_names("How does a ResNet train, and is ResNet-50 deep?", vocab) == []
     assert unknown_names("Which moments does Adam keep in BERTs?", vocab) == []
     assert unknown_names("AdamW", vocab) == []  # the first word of a question is no name
+    # a code name is known only whole: "run" and "loop" are words of the notes, "run_until_complete" not
+    code = vocabulary(["Call get_deeper_nodes, e.g. with np.sqrt; the loop will run until it is complete."])
+    assert unknown_names("How does asyncio.gather differ from loop.run_until_complete?", code) == [
+        "asyncio.gather", "loop.run_until_complete"]
+    assert unknown_names("What does get_deeper_nodes call, e.g. np.sqrt?", code) == []
