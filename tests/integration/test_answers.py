@@ -100,7 +100,8 @@ def test_a_comparison_gets_both_definitions(notes_retriever, reranker, question,
     qv = notes_retriever.embed_queries([question])[0]
     a = extract_answer(question, qv, notes_retriever.search(question, k=5, query_vector=qv),
                        notes_retriever.snapshot, reranker=reranker)
-    assert [c.quote.lstrip("- ")[:len(s)] for c, s in zip(a.citations, starts)] == starts and len(a.citations) == 2, a.plain
+    assert len(a.citations) == 2, a.plain
+    assert [c.quote.lstrip("- ")[:len(s)] for c, s in zip(a.citations, starts, strict=True)] == starts, a.plain
     # one question for one of them still gets its definition alone
     q = "What does L2 loss mean?"
     qv = notes_retriever.embed_queries([q])[0]
