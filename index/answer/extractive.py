@@ -537,15 +537,50 @@ def _compared(question: str, chosen: list[_Candidate], ranked: list[_Candidate],
     return chosen
 
 
+def _whole_list(c: _Candidate, hits: list[Hit], snapshot: Snapshot) -> _Candidate:
+    """A list answer as the notes have it, not the part of it that the retrieved leaves hold: when
+    a leaf of the list's section that was not retrieved (under the same parent node) continues
+    it, the list of the section's leaves under that parent, lead-in and every item ("What are the
+    types of normalization?" retrieved the leaf with Group and Instance Norm, not the one with the
+    lead-in, Batch and Layer Norm)."""
+    tree = snapshot.tree
+    parents: dict[str, None] = {}
+    for hit in hits:
+        if hit.node_id not in tree:
+            continue
+        for leaf in tree.leaves_under(hit.node_id):
+            n = tree[leaf]
+            if n.source == c.source and n.heading_path == c.heading and n.start < c.unit.end and c.unit.start < n.end:
+                p = tree.parent(leaf)
+                if p is not None:
+                    parents[p] = None
+    for p in parents:
+        leaves = [n for n in (tree[x] for x in tree.leaves_under(p))
+                  if n.source == c.source and n.heading_path == c.heading]
+        if len(leaves) < 2:
+            continue
+        # the parent's text over its leaves of the section (leaves may leave a line break between)
+        parent = tree[p]
+        a, b = min(n.start for n in leaves), max(n.end for n in leaves)
+        text = parent.text[a - parent.start:b - parent.start]
+        for u in units_of(text, a, c.heading[-1] if c.heading else ""):
+            if (u.kind == "list" and u.start <= c.unit.start and c.unit.end <= u.end
+                    and u.end - u.start > c.unit.end - c.unit.start):
+                return _Candidate(u, c.source, c.heading, c.section, c.index, c.cosine, c.cheap, c.score,
+                                  c.sub, c.whole, c.bonus)
+    return c
+
+
 def _cited_node(tree: NodeTree, hits: list[Hit], c: _Candidate) -> str | None:
-    """The smallest retrieved node (a leaf, or one of its ancestors) holding the unit's span."""
+    """The smallest retrieved node (a leaf overlapping the unit, or one of its ancestors) holding the
+    unit's span."""
     a, b = c.unit.start, c.unit.end
     for hit in hits:
         if hit.node_id not in tree:
             continue
         for leaf in tree.leaves_under(hit.node_id):
             node = tree[leaf]
-            if node.source != c.source or not node.start <= a < node.end:
+            if node.source != c.source or not (node.start < b and a < node.end):
                 continue
             nid: str | None = leaf
             while nid is not None:
@@ -584,6 +619,7 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
     chosen = _choose(question, ranked, cands, max_sentences, margin, reranker)
     if max_sentences > 1:
         chosen = _compared(question, chosen, ranked, cands, reranker)
+    chosen = [_whole_list(c, hits, snapshot) if c.unit.kind == "list" else c for c in chosen]
     if reranker is not None:
         # a question for a quantity that the answer states no number for, or whose counted thing
         # it never names, is likely not covered ("How many attention heads does BERT-base have?"

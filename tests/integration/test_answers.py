@@ -110,6 +110,21 @@ def test_a_comparison_gets_both_definitions(notes_retriever, reranker, question,
 
 
 @pytest.mark.slow
+def test_a_list_answer_is_the_whole_list_when_one_leaf_holds_a_part(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
+    # the Normalization list spans two leaves; this question retrieves the one with GN and IN only
+    q = "What are the types of normalization?"
+    qv = notes_retriever.embed_queries([q])[0]
+    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
+                       notes_retriever.snapshot, reranker=reranker)
+    assert a.plain.startswith("Consider an input with shape NCHW:"), a.plain
+    for norm in ("Batch Norm (BN)", "Layer Norm (LN)", "Group Norm (GN)", "Instance Norm (IN)"):
+        assert norm in a.plain, (norm, a.plain)
+    (c,) = a.citations
+    node = notes_retriever.snapshot.tree[c.node_id]
+    assert node.text[c.start - node.start:c.end - node.start] == c.quote
+
+
+@pytest.mark.slow
 def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, reranker) -> None:  # type: ignore[no-untyped-def]
     from index import Retriever
 
