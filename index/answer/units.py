@@ -192,9 +192,8 @@ _CODE_NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9]*(?:\.[A-Za-z_]\w*)+\b|\b[A-Za-z
 
 
 def _code_names(text: str) -> list[str]:
-    # "e.g", "i.e", "w.r.t": abbreviations, not code
-    return [m for m in _CODE_NAME.findall(text) if min(len(p) for p in re.split(r"[._]", m) if p) > 1
-            or "_" in m]
+    # "e.g", "w.r.t": abbreviations; "d_k", "x_i": a formula's subscripts (which notes often lose)
+    return [m for m in _CODE_NAME.findall(text) if max(len(p) for p in re.split(r"[._]", m)) >= 3]
 
 
 def vocabulary(texts: Iterable[str]) -> frozenset[str]:

@@ -262,3 +262,4 @@ def test_names_the_notes_never_mention() -> None:
     assert unknown_names("How does asyncio.gather differ from loop.run_until_complete?", code) == [
         "asyncio.gather", "loop.run_until_complete"]
     assert unknown_names("What does get_deeper_nodes call, e.g. np.sqrt?", code) == []
+    assert unknown_names("Why do we divide by sqrt(d_k)?", code) == []  # a subscript, not code
