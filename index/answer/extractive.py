@@ -518,11 +518,14 @@ def _compared(question: str, chosen: list[_Candidate], ranked: list[_Candidate],
     named = {t for c in chosen if (t := named_term(question, c.unit.text)) is not None}
     if len(named) != 1:
         return chosen
+    # the terms the question names; one inside another it names ("loss" in "Huber loss", "Loss: ..."
+    # of another section) is not named
+    terms = {t for c in cands if (t := named_term(question, c.unit.text)) is not None}
+    inside = {t for t in terms if any(t != o and f" {t} " in f" {o} " for o in terms)}
     taken = [(c.unit.start, c.unit.end) for c in chosen]
     for c in cands:
         term = named_term(question, c.unit.text)
-        # a term inside the one named ("Loss: ..." for "... L2 loss"), or the same, is no other term
-        if (c.unit.kind == "list" or c.whole is not None or term is None
+        if (c.unit.kind == "list" or c.whole is not None or term is None or term in inside
                 or any(f" {term} " in f" {t} " or f" {t} " in f" {term} " for t in named)
                 or any(c.unit.start < b and a < c.unit.end for a, b in taken)):
             continue

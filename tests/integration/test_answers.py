@@ -91,6 +91,8 @@ COMPARED = [  # a question naming two defined terms gets both definitions, in th
     ("How is logistic regression different from linear regression?",
      ["Linear Regression: fit a line", "Logistic Regression: pass a linear model"]),
     ("Compare FID and the Inception Score.", ["FID (Fréchet Inception Distance):", "IS (Inception Score):"]),
+    # "Loss: MSE between the predicted noise ..." defines "loss", which the question names only inside "Huber loss"
+    ("How does the Huber loss compare with L2 loss?", ["L2 Loss: Mean Squared Error", "Huber Loss: uses L2 loss"]),
 ]
 
 
