@@ -24,6 +24,7 @@ import math
 import re
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -471,7 +472,10 @@ def _lead_or_item(question: str, lead: _Candidate, item: _Candidate,
 
 
 def _choose(question: str, ranked: list[_Candidate], cands: list[_Candidate],
-            max_units: int, margin: float, reranker: Reranker | None = None) -> list[_Candidate]:
+            max_units: int, margin: float, reranker: Reranker | None = None,
+            widen: Callable[[_Candidate], _Candidate] | None = None) -> list[_Candidate]:
+    """The units that answer, in the notes' order; `widen` gives a list the items and lead-in that
+    the retrieved leaves cut off (`_whole_list`)."""
     best = ranked[0]
     if best.whole is not None and (
             (best.unit.kind in ("diagram", "code") and asks_for_sequence(question))
@@ -480,6 +484,8 @@ def _choose(question: str, ranked: list[_Candidate], cands: list[_Candidate],
         best = _whole(best, best.score)
     if best.unit.kind == "item":
         lst = _list_of(best, cands)
+        if lst is not None and widen is not None:
+            lst = widen(lst)
         # a list question, or a list of fragments: the best item brings its whole list
         if lst is not None and (lst.unit.whole or asks_for_several(question)):
             return [_with_score(lst, best.score)]
@@ -619,7 +625,8 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
         return Answer(NOT_FOUND, False, [], 0.0, name)
     if margin is None:
         margin = CHEAP_MARGIN if reranker is None else RERANK_MARGIN
-    chosen = _choose(question, ranked, cands, max_sentences, margin, reranker)
+    chosen = _choose(question, ranked, cands, max_sentences, margin, reranker,
+                     lambda c: _whole_list(c, hits, snapshot))
     if max_sentences > 1:
         chosen = _compared(question, chosen, ranked, cands, reranker)
     chosen = [_whole_list(c, hits, snapshot) if c.unit.kind == "list" else c for c in chosen]
