@@ -98,9 +98,9 @@ def dump(out: Path, index_dir: Path | None) -> None:
         lexical = [s for _, s in snapshot.lexical.search(q.question, 2)]
         hits = retriever.search(q.question, k=10, query_vector=v)[:ANSWER_K]
         a = ex.extract_answer(q.question, v, hits, snapshot, threshold=-math.inf, reranker=reranker)
-        cands = ex._candidates(q.question, v, hits, snapshot, 3)
-        ranked = ex._rescore(q.question, cands, reranker, ex.DEFAULT_UNITS_SCORED)
-        chosen = ex._choose(q.question, ranked, cands, 2, ex.RERANK_MARGIN) if ranked else []
+        # the units the served answer chose, as it chose them
+        cands, ranked, chosen = ex._select(q.question, v, hits, snapshot, max_sentences=2, max_hits=3,
+                                           reranker=reranker, units_scored=ex.DEFAULT_UNITS_SCORED, margin=None)
         sections = {c.section for c in chosen}
         stretches, _ = ex._stretches(hits, tree, 3)
         section_text = " ".join(

@@ -283,7 +283,13 @@ class _SnapshotWork:
             assert snap is not None  # called only by a request holding it
             return _section(snap, leaves)
 
+        def whole(parent: str, source: str, heading: tuple[str, ...]) -> tuple[Unit, ...]:
+            snap = ref()
+            assert snap is not None
+            return _parent_units(snap.tree, parent, source, heading)
+
         self.section = functools.lru_cache(maxsize=maxsize)(section)
+        self.whole = functools.lru_cache(maxsize=maxsize)(whole)
         self._vocabulary: frozenset[str] | None = None
 
     def vocabulary(self, snapshot: Snapshot) -> frozenset[str]:
@@ -371,6 +377,15 @@ def _candidates(question: str, qvec: np.ndarray, hits: list[Hit], snapshot: Snap
     return out
 
 
+def _pair_text(c: _Candidate, *, lead: bool = True) -> str:
+    """What the cross-encoder reads of a candidate: its section's last heading, its lead (unless
+    `lead` is off) and the unit, cut to MAX_CONTEXT_WORDS (the start of a long unit decides its
+    score; its tail costs time)."""
+    heading = c.heading[-1] if c.heading else ""
+    text = c.unit.context(heading) if lead else f"{heading} {c.unit.text}"
+    return " ".join(text.split()[:MAX_CONTEXT_WORDS])
+
+
 def _rescore(question: str, cands: list[_Candidate], reranker: Reranker | None,
              units_scored: int) -> list[_Candidate]:
     """The candidates the answer is chosen from, best first, `score` set: the cross-encoder's
@@ -384,9 +399,7 @@ def _rescore(question: str, cands: list[_Candidate], reranker: Reranker | None,
            and (c.whole is not None or (c.section, c.index) not in cut)][:units_scored]
     if not top:
         return []
-    # the start of a long unit decides its score; its tail costs time
-    contexts = [" ".join(c.unit.context(c.heading[-1] if c.heading else "").split()[:MAX_CONTEXT_WORDS])
-                for c in top]
+    contexts = [_pair_text(c) for c in top]
     # one call: the cross-encoder sorts the pairs by length itself and, packaged, runs each alone
     # (`index.models.reranker.OnnxCrossEncoder.score_pairs`), so no pair is padded to another
     logits = reranker.score(question, contexts)
@@ -460,9 +473,8 @@ def _lead_or_item(question: str, lead: _Candidate, item: _Candidate,
     that needs its lead-in ("XGBoost is a common implementation.") scores low alone."""
     if reranker is None:
         return [lead, item]
-    heading = item.heading[-1] if item.heading else ""
-    lead_alone, item_alone = (float(x) for x in reranker.score(question, [
-        " ".join(f"{heading} {c.unit.text}".split()[:MAX_CONTEXT_WORDS]) for c in (lead, item)]))
+    lead_alone, item_alone = (float(x) for x in reranker.score(
+        question, [_pair_text(c, lead=False) for c in (lead, item)]))
     together = item.score - item.bonus
     if item_alone - lead_alone >= LEAD_SPLIT_MARGIN:
         return [item]
@@ -482,6 +494,8 @@ def _choose(question: str, ranked: list[_Candidate], cands: list[_Candidate],
             or len(best.whole.text.split()) <= WHOLE_WORDS):
         # stages or a structure: the whole diagram or code block; a short line: whole
         best = _whole(best, best.score)
+    if best.unit.kind == "list" and widen is not None:
+        best = widen(best)
     if best.unit.kind == "item":
         lst = _list_of(best, cands)
         if lst is not None and widen is not None:
@@ -521,29 +535,41 @@ def _compared(question: str, chosen: list[_Candidate], ranked: list[_Candidate],
     "For FID and for SSIM, ...") answered by the definition of one of them: the definition of the
     other (the cheap score's best) joins it, and the two answer without the rest (a lead-in).
     The joined unit keeps its cross-encoder logit, scored now when it was not among those scored."""
-    named = {t for c in chosen if (t := named_term(question, c.unit.text)) is not None}
+    chosen_terms = [named_term(question, c.unit.text) for c in chosen]
+    named = {t for t in chosen_terms if t is not None}
     if len(named) != 1:
         return chosen
     # the terms the question names; one inside another it names ("loss" in "Huber loss", "Loss: ..."
     # of another section) is not named
-    terms = {t for c in cands if (t := named_term(question, c.unit.text)) is not None}
+    cand_terms = [named_term(question, c.unit.text) for c in cands]
+    terms = {t for t in cand_terms if t is not None}
     inside = {t for t in terms if any(t != o and f" {t} " in f" {o} " for o in terms)}
     taken = [(c.unit.start, c.unit.end) for c in chosen]
-    for c in cands:
-        term = named_term(question, c.unit.text)
+    for c, term in zip(cands, cand_terms, strict=True):
         if (c.unit.kind == "list" or c.whole is not None or term is None or term in inside
                 or any(f" {term} " in f" {t} " or f" {t} " in f" {term} " for t in named)
                 or any(c.unit.start < b and a < c.unit.end for a, b in taken)):
             continue
         scored = next((r for r in ranked if (r.section, r.index, r.sub) == (c.section, c.index, c.sub)), None)
         if scored is None:
-            heading = c.heading[-1] if c.heading else ""
-            logit = (float(reranker.score(question, [" ".join(c.unit.context(heading).split()[:MAX_CONTEXT_WORDS])])[0])
-                     if reranker is not None else c.cheap)
+            logit = float(reranker.score(question, [_pair_text(c)])[0]) if reranker is not None else c.cheap
             scored = _with_score(c, logit)
-        pair = [u for u in chosen if named_term(question, u.unit.text) is not None] + [scored]
+        pair = [u for u, t in zip(chosen, chosen_terms, strict=True) if t is not None] + [scored]
         return sorted(pair, key=lambda u: (u.section, u.unit.start))
     return chosen
+
+
+def _parent_units(tree: NodeTree, parent: str, source: str, heading: tuple[str, ...]) -> tuple[Unit, ...]:
+    """The answer units of section (source, heading) over its leaves under node `parent`, split
+    from the parent's text (its leaves may leave a line break between them); () when it holds
+    fewer than two of them."""
+    leaves = [n for n in (tree[x] for x in tree.leaves_under(parent))
+              if n.source == source and n.heading_path == heading]
+    if len(leaves) < 2:
+        return ()
+    node = tree[parent]
+    a, b = min(n.start for n in leaves), max(n.end for n in leaves)
+    return tuple(units_of(node.text[a - node.start:b - node.start], a, heading[-1] if heading else ""))
 
 
 def _whole_list(c: _Candidate, hits: list[Hit], snapshot: Snapshot) -> _Candidate:
@@ -563,16 +589,9 @@ def _whole_list(c: _Candidate, hits: list[Hit], snapshot: Snapshot) -> _Candidat
                 p = tree.parent(leaf)
                 if p is not None:
                     parents[p] = None
+    work = _work(snapshot)
     for p in parents:
-        leaves = [n for n in (tree[x] for x in tree.leaves_under(p))
-                  if n.source == c.source and n.heading_path == c.heading]
-        if len(leaves) < 2:
-            continue
-        # the parent's text over its leaves of the section (leaves may leave a line break between)
-        parent = tree[p]
-        a, b = min(n.start for n in leaves), max(n.end for n in leaves)
-        text = parent.text[a - parent.start:b - parent.start]
-        for u in units_of(text, a, c.heading[-1] if c.heading else ""):
+        for u in work.whole(p, c.source, c.heading):
             if (u.kind == "list" and u.start <= c.unit.start and c.unit.end <= u.end
                     and u.end - u.start > c.unit.end - c.unit.start):
                 return _Candidate(u, c.source, c.heading, c.section, c.index, c.cosine, c.cheap, c.score,
@@ -600,6 +619,25 @@ def _cited_node(tree: NodeTree, hits: list[Hit], c: _Candidate) -> str | None:
     return None
 
 
+def _select(question: str, question_vector: np.ndarray, hits: list[Hit], snapshot: Snapshot, *,
+            max_sentences: int, max_hits: int, reranker: Reranker | None, units_scored: int,
+            margin: float | None) -> tuple[list[_Candidate], list[_Candidate], list[_Candidate]]:
+    """Every candidate unit (cheap score first), those the answer is chosen from (`_rescore`), and
+    the units that answer ([] when there is none): what `extract_answer` answers with, before its
+    confidence and citations."""
+    cands = _candidates(question, question_vector, hits, snapshot, max_hits)
+    ranked = _rescore(question, cands, reranker, units_scored)
+    if not ranked:
+        return cands, ranked, []
+    if margin is None:
+        margin = CHEAP_MARGIN if reranker is None else RERANK_MARGIN
+    chosen = _choose(question, ranked, cands, max_sentences, margin, reranker,
+                     lambda c: _whole_list(c, hits, snapshot))
+    if max_sentences > 1:
+        chosen = _compared(question, chosen, ranked, cands, reranker)
+    return cands, ranked, chosen
+
+
 def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], snapshot: Snapshot, *,
                    max_sentences: int = 2, threshold: float | None = None, max_hits: int = 3,
                    reranker: Reranker | None = None, units_scored: int = DEFAULT_UNITS_SCORED,
@@ -619,17 +657,10 @@ def extract_answer(question: str, question_vector: np.ndarray, hits: list[Hit], 
         threshold = DEFAULT_THRESHOLD if reranker is None else DEFAULT_RERANK_THRESHOLD
     if low_confidence is None:
         low_confidence = -math.inf if reranker is None else DEFAULT_LOW_CONFIDENCE
-    cands = _candidates(question, question_vector, hits, snapshot, max_hits)
-    ranked = _rescore(question, cands, reranker, units_scored)
+    cands, ranked, chosen = _select(question, question_vector, hits, snapshot, max_sentences=max_sentences,
+                                    max_hits=max_hits, reranker=reranker, units_scored=units_scored, margin=margin)
     if not ranked:
         return Answer(NOT_FOUND, False, [], 0.0, name)
-    if margin is None:
-        margin = CHEAP_MARGIN if reranker is None else RERANK_MARGIN
-    chosen = _choose(question, ranked, cands, max_sentences, margin, reranker,
-                     lambda c: _whole_list(c, hits, snapshot))
-    if max_sentences > 1:
-        chosen = _compared(question, chosen, ranked, cands, reranker)
-    chosen = [_whole_list(c, hits, snapshot) if c.unit.kind == "list" else c for c in chosen]
     if reranker is not None:
         # a question for a quantity that the answer states no number for, or whose counted thing
         # it never names, is likely not covered ("How many attention heads does BERT-base have?"
