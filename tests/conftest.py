@@ -57,6 +57,20 @@ def reranker():
 
 
 @pytest.fixture(scope="session")
+def ask(notes_retriever, reranker):
+    """The served answer to a question over data/notes: its top 5 hits, answered with the packaged
+    cross-encoder (keywords go on to `extract_answer`)."""
+    from index.answer.extractive import extract_answer
+
+    def ask(question: str, **kw):  # type: ignore[no-untyped-def]
+        qv = notes_retriever.embed_queries([question])[0]
+        return extract_answer(question, qv, notes_retriever.search(question, k=5, query_vector=qv),
+                              notes_retriever.snapshot, reranker=reranker, **kw)
+
+    return ask
+
+
+@pytest.fixture(scope="session")
 def notes_copies(tmp_path_factory: pytest.TempPathFactory, embedder) -> NotesCopies:
     """Copies of data/notes with their index, each kind ingested once (see notes_copies.py)."""
     return NotesCopies(tmp_path_factory.mktemp("notes-copies"), embedder)

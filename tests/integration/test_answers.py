@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from eval.metrics import states_evidence
-from index.answer.extractive import extract_answer
 
 TABLE = [
     ("What are the common GAN metrics?",
@@ -33,10 +32,8 @@ TABLE = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("question, evidence", TABLE, ids=[q for q, _ in TABLE])
-def test_each_answer_states_all_its_evidence(notes_retriever, reranker, question, evidence) -> None:  # type: ignore[no-untyped-def]
-    qv = notes_retriever.embed_queries([question])[0]
-    hits = notes_retriever.search(question, k=5, query_vector=qv)
-    a = extract_answer(question, qv, hits, notes_retriever.snapshot, reranker=reranker)
+def test_each_answer_states_all_its_evidence(ask, notes_retriever, reranker, question, evidence) -> None:  # type: ignore[no-untyped-def]
+    a = ask(question)
     assert a.answerable, a.text
     assert a.reranker == reranker.name
     for e in evidence:
@@ -48,11 +45,9 @@ def test_each_answer_states_all_its_evidence(notes_retriever, reranker, question
 
 
 @pytest.mark.slow
-def test_fragments_do_not_answer_alone(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
+def test_fragments_do_not_answer_alone(ask) -> None:  # type: ignore[no-untyped-def]
     q = "Which GAN metric is lower-is-better?"
-    qv = notes_retriever.embed_queries([q])[0]
-    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
-                       notes_retriever.snapshot, reranker=reranker)
+    a = ask(q)
     assert a.plain != "Lower is better." and a.plain.startswith("FID")
 
 
@@ -68,20 +63,16 @@ SPLIT = [  # (question, what the answer says, the lead-in or item it leaves out)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("question, said, left_out", SPLIT, ids=[q for q, _, _ in SPLIT])
-def test_a_list_item_or_its_lead_in_answers_alone(notes_retriever, reranker, question, said, left_out) -> None:  # type: ignore[no-untyped-def]
-    qv = notes_retriever.embed_queries([question])[0]
-    a = extract_answer(question, qv, notes_retriever.search(question, k=5, query_vector=qv),
-                       notes_retriever.snapshot, reranker=reranker)
+def test_a_list_item_or_its_lead_in_answers_alone(ask, question, said, left_out) -> None:  # type: ignore[no-untyped-def]
+    a = ask(question)
     assert a.answerable and said in a.plain and left_out not in a.plain, a.plain
     assert len(a.citations) == 1
 
 
 @pytest.mark.slow
-def test_a_list_answer_does_not_repeat_one_of_its_items(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
+def test_a_list_answer_does_not_repeat_one_of_its_items(ask) -> None:  # type: ignore[no-untyped-def]
     q = "Which layers make up a decoder block of the Transformer?"
-    qv = notes_retriever.embed_queries([q])[0]
-    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
-                       notes_retriever.snapshot, reranker=reranker)
+    a = ask(q)
     assert a.plain.startswith("Within each Encoder/Decoder block") and a.plain.count("Feed Forward Network") == 1, a.plain
     assert len(a.citations) == 1
 
@@ -98,26 +89,21 @@ COMPARED = [  # a question naming two defined terms gets both definitions, in th
 
 @pytest.mark.slow
 @pytest.mark.parametrize("question, starts", COMPARED, ids=[q for q, _ in COMPARED])
-def test_a_comparison_gets_both_definitions(notes_retriever, reranker, question, starts) -> None:  # type: ignore[no-untyped-def]
-    qv = notes_retriever.embed_queries([question])[0]
-    a = extract_answer(question, qv, notes_retriever.search(question, k=5, query_vector=qv),
-                       notes_retriever.snapshot, reranker=reranker)
+def test_a_comparison_gets_both_definitions(ask, question, starts) -> None:  # type: ignore[no-untyped-def]
+    a = ask(question)
     assert len(a.citations) == 2, a.plain
     assert [c.quote.lstrip("- ")[:len(s)] for c, s in zip(a.citations, starts, strict=True)] == starts, a.plain
     # one question for one of them still gets its definition alone
     q = "What does L2 loss mean?"
-    qv = notes_retriever.embed_queries([q])[0]
-    one = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot, reranker=reranker)
+    one = ask(q)
     assert one.plain == "L2 Loss: Mean Squared Error (MSE),", one.plain
 
 
 @pytest.mark.slow
-def test_a_list_answer_is_the_whole_list_when_one_leaf_holds_a_part(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
+def test_a_list_answer_is_the_whole_list_when_one_leaf_holds_a_part(ask, notes_retriever) -> None:  # type: ignore[no-untyped-def]
     # the Normalization list spans two leaves; this question retrieves the one with GN and IN only
     q = "What are the types of normalization?"
-    qv = notes_retriever.embed_queries([q])[0]
-    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
-                       notes_retriever.snapshot, reranker=reranker)
+    a = ask(q)
     assert a.plain.startswith("Consider an input with shape NCHW:"), a.plain
     for norm in ("Batch Norm (BN)", "Layer Norm (LN)", "Group Norm (GN)", "Instance Norm (IN)"):
         assert norm in a.plain, (norm, a.plain)
@@ -146,12 +132,7 @@ def test_rerank_before_merge_orders_the_fused_leaves(notes_snapshot, embedder, r
 
 
 @pytest.mark.slow
-def test_confidence_flags_rather_than_withholds(notes_retriever, reranker) -> None:  # type: ignore[no-untyped-def]
-    def ask(q: str, **kw):  # type: ignore[no-untyped-def]
-        qv = notes_retriever.embed_queries([q])[0]
-        return extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv),
-                              notes_retriever.snapshot, reranker=reranker, **kw)
-
+def test_confidence_flags_rather_than_withholds(ask) -> None:  # type: ignore[no-untyped-def]
     sure = ask("What is Huber loss?")
     assert sure.answerable and not sure.low_confidence and sure.confidence > 0.9
     off = ask("How do I roll back a Kubernetes deployment to a previous revision?")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +93,9 @@ def test_a_lead_in_line_is_a_candidate_of_its_own() -> None:
 
 
 @pytest.mark.slow
-def test_a_question_for_one_thing_gets_a_lead_in_or_its_item_not_the_list(notes_retriever, reranker):
+def test_a_question_for_one_thing_gets_a_lead_in_or_its_item_not_the_list(notes_retriever, ask):
     q = "How does gradient boosting build its trees?"
-    qv = notes_retriever.embed_queries([q])[0]
-    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot,
-                       reranker=reranker)
+    a = ask(q)
     assert a.plain.startswith("Gradient Boosted Decision Trees (GBDT): builds decision trees in sequence")
     # the lead-in answers alone: the item under it adds nothing to the cross-encoder's score
     assert len(a.citations) == 1 and not any(name in a.plain for name in ("XGBoost", "LightGBM", "CatBoost"))
@@ -106,22 +103,12 @@ def test_a_question_for_one_thing_gets_a_lead_in_or_its_item_not_the_list(notes_
     assert a.citations[0].quote in node.text
     # an item that says little without its lead-in keeps it
     q = "Name a common implementation of gradient boosted decision trees."
-    qv = notes_retriever.embed_queries([q])[0]
-    a = extract_answer(q, qv, notes_retriever.search(q, k=5, query_vector=qv), notes_retriever.snapshot,
-                       reranker=reranker)
+    a = ask(q)
     assert [c.quote.lstrip("- ")[:8] for c in a.citations] == ["Gradient", "XGBoost "], a.plain
 
 
-def _ask(retriever, reranker, q: str):  # type: ignore[no-untyped-def]
-    """The served answer to `q`: its top 5 hits, answered with the cross-encoder."""
-    qv = retriever.embed_queries([q])[0]
-    return extract_answer(q, qv, retriever.search(q, k=5, query_vector=qv), retriever.snapshot, reranker=reranker)
-
-
 @pytest.mark.slow
-def test_a_count_the_answer_does_not_state_is_not_covered_but_an_enumeration_states_one(notes_retriever, reranker):
-    ask = functools.partial(_ask, notes_retriever, reranker)
-
+def test_a_count_the_answer_does_not_state_is_not_covered_but_an_enumeration_states_one(ask):
     # the BERT lines state a number (30,000 tokens), never a count of parameters
     bert = ask("How many parameters does BERT have?")
     assert not bert.answerable and bert.text == NOT_FOUND, bert.text
@@ -150,9 +137,7 @@ def test_the_definition_of_the_term_a_question_names_answers_it(notes_retriever,
 
 
 @pytest.mark.slow
-def test_an_enumeration_answers_a_count_only_of_what_it_enumerates(notes_retriever, reranker):
-    ask = functools.partial(_ask, notes_retriever, reranker)
-
+def test_an_enumeration_answers_a_count_only_of_what_it_enumerates(ask):
     # the Transformer block's list names "Multi-head", and counts no heads; ResNet50's diagram of
     # stages counts no parameters: neither is given as a sure answer
     for q in ("How many heads does multi-head attention in BERT use?", "How many parameters does ResNet-50 have?"):
@@ -166,7 +151,7 @@ def test_an_enumeration_answers_a_count_only_of_what_it_enumerates(notes_retriev
 
 
 @pytest.mark.slow
-def test_quantity_probes_outside_the_labelled_set(notes_retriever, reranker):
+def test_quantity_probes_outside_the_labelled_set(ask):
     """bench/probes/quantity.jsonl: questions written apart from data/questions.jsonl, so that the
     quantity check is not fitted to the labelled set alone (`python -m bench.abstention probe`)."""
     import json
@@ -177,9 +162,7 @@ def test_quantity_probes_outside_the_labelled_set(notes_retriever, reranker):
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     withheld, right = 0, 0
     for r in rows:
-        qv = notes_retriever.embed_queries([r["question"]])[0]
-        a = extract_answer(r["question"], qv, notes_retriever.search(r["question"], k=5, query_vector=qv),
-                           notes_retriever.snapshot, reranker=reranker)
+        a = ask(r["question"])
         if r["answerable"]:
             assert a.answerable, r["question"]  # never "not covered" for what the notes answer
             right += any(states_evidence(a.plain, e) for e in r["evidence"])
